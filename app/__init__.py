@@ -1,0 +1,1 @@
+"""points-ledger: a headless loyalty-points service on an append-only double-entry ledger."""

@@ -1,0 +1,5 @@
+"""`python -m app` is the `points-ledger` command."""
+
+from app.cli import main
+
+main()

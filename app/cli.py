@@ -1,0 +1,263 @@
+"""The `points-ledger` command."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Awaitable, Callable
+from decimal import Decimal, InvalidOperation
+from typing import Annotated, Any, TypeVar
+
+import typer
+import uvicorn
+from rich.console import Console
+from rich.table import Table
+
+from app import migrate
+from app.config import Settings, get_settings
+from app.db import Database, resolve_database_url
+from app.ledger.rebuild import rebuild as rebuild_projections
+from app.ledger.verify import verify as verify_ledger
+from app.programs import repository as programs
+from app.programs import service as program_service
+from app.programs.service import CreatedKey, ProgramSetupError
+
+cli = typer.Typer(help="points-ledger: a headless loyalty-points service.", no_args_is_help=True)
+program_cli = typer.Typer(help="Manage programs (tenants).", no_args_is_help=True)
+keys_cli = typer.Typer(help="Manage API keys.", no_args_is_help=True)
+cli.add_typer(program_cli, name="program")
+cli.add_typer(keys_cli, name="keys")
+
+console = Console()
+err_console = Console(stderr=True)
+T = TypeVar("T")
+
+DEMO_SLUG = "demo"
+
+
+def _run_with_database(work: Callable[[Database], Awaitable[T]], *, migrate_first: bool) -> T:
+    settings = get_settings()
+    url = resolve_database_url(settings)
+    if migrate_first:
+        migrate.upgrade(url)
+
+    async def main() -> T:
+        database = Database.connect(url, settings)
+        try:
+            return await work(database)
+        finally:
+            await database.dispose()
+
+    return asyncio.run(main())
+
+
+def _decimal(value: str, name: str) -> Decimal:
+    try:
+        parsed = Decimal(value)
+    except InvalidOperation as exc:
+        raise typer.BadParameter(f"{name} must be a decimal number") from exc
+    if not parsed.is_finite() or parsed < 0:
+        raise typer.BadParameter(f"{name} must be a non-negative number")
+    return parsed
+
+
+def _fail(message: str) -> None:
+    err_console.print(f"[red]error:[/red] {message}")
+    raise typer.Exit(2)
+
+
+@cli.command("migrate")
+def migrate_database() -> None:
+    """Apply all database migrations (alembic upgrade head)."""
+    url = resolve_database_url(get_settings())
+    migrate.upgrade(url)
+    console.print("database is at the latest revision")
+
+
+
+@program_cli.command("create")
+def program_create(
+    slug: Annotated[str, typer.Option(help="Short unique name, e.g. 'acme'.")],
+    name: Annotated[str, typer.Option(help="Display name.")],
+    currency: Annotated[str, typer.Option(help="ISO 4217 currency of orders.")] = "EUR",
+    base_rate: Annotated[str, typer.Option(help="Points per whole currency unit.")] = "1",
+    point_value: Annotated[
+        str, typer.Option(help="Money value of one point, in minor units (e.g. 1 = one cent).")
+    ] = "1",
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Create a program and print its id and a first admin API key (shown once)."""
+    rate = _decimal(base_rate, "--base-rate")
+    value = _decimal(point_value, "--point-value")
+
+    async def work(database: Database) -> CreatedKey:
+        async with database.sessions() as session, session.begin():
+            return await program_service.create_program(
+                session, slug=slug, name=name, currency=currency, base_rate=rate, point_value=value
+            )
+
+    try:
+        created = _run_with_database(work, migrate_first=True)
+    except ProgramSetupError as exc:
+        _fail(str(exc))
+        return
+    _print_key(created, as_json)
+
+
+def _print_key(created: CreatedKey, as_json: bool) -> None:
+    payload: dict[str, Any] = {
+        "program_id": created.program_id,
+        "program": created.program_slug,
+        "api_key": created.api_key,
+        "key_prefix": created.prefix,
+        "scopes": created.scopes,
+    }
+    if as_json:
+        sys.stdout.write(json.dumps(payload) + "\n")
+        return
+    console.print(f"program [bold]{created.program_slug}[/bold] (id {created.program_id})")
+    console.print(f"API key ({', '.join(created.scopes)}), shown once: [bold]{created.api_key}[/bold]")
+
+
+@keys_cli.command("create")
+def keys_create(
+    program: Annotated[str, typer.Option(help="Program slug.")],
+    scopes: Annotated[
+        list[str], typer.Option(help="earn, redeem, read, admin (repeat or comma-separate).")
+    ],
+    name: Annotated[str | None, typer.Option(help="A label for the key.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+) -> None:
+    """Create an API key for a program (shown once)."""
+
+    async def work(database: Database) -> CreatedKey:
+        async with database.sessions() as session, session.begin():
+            return await program_service.create_key(
+                session, program_slug=program, scopes=scopes, name=name
+            )
+
+    try:
+        created = _run_with_database(work, migrate_first=False)
+    except ProgramSetupError as exc:
+        _fail(str(exc))
+        return
+    _print_key(created, as_json)
+
+
+@keys_cli.command("revoke")
+def keys_revoke(
+    key: Annotated[str, typer.Argument(help="The key's prefix, or the whole key.")],
+) -> None:
+    """Revoke an API key. Running services stop accepting it within the cache TTL."""
+    parts = key.split("_")
+    prefix = parts[1] if len(parts) >= 3 and parts[0] == "plk" else key
+
+    async def work(database: Database) -> bool:
+        async with database.sessions() as session, session.begin():
+            return await programs.revoke_key(session, prefix)
+
+    if not _run_with_database(work, migrate_first=False):
+        _fail(f"no active key with prefix {prefix!r}")
+    console.print(f"revoked key {prefix}")
+
+
+@cli.command()
+def verify() -> None:
+    """Check every ledger invariant and that projections equal a fold of the entries."""
+
+    async def work(database: Database) -> bool:
+        async with database.engine.connect() as conn:
+            report = await verify_ledger(conn)
+        table = Table("check", "result", "detail")
+        for result in report.results:
+            detail = result.check.description if result.ok else json.dumps(
+                result.offending[:5], default=str
+            )
+            table.add_row(
+                result.check.name, "[green]ok[/green]" if result.ok else "[red]DRIFT[/red]", detail
+            )
+        console.print(table)
+        return report.ok
+
+    if not _run_with_database(work, migrate_first=False):
+        err_console.print("[red]verify failed:[/red] the ledger has drifted (see above)")
+        raise typer.Exit(1)
+    console.print("all invariants hold")
+
+
+@cli.command()
+def rebuild() -> None:
+    """Recompute every projection (member balances) from the ledger alone."""
+
+    async def work(database: Database) -> int:
+        async with database.engine.begin() as conn:
+            return await rebuild_projections(conn)
+
+    corrected = _run_with_database(work, migrate_first=False)
+    console.print(f"projections rebuilt; {corrected} account balance(s) corrected")
+
+
+async def _demo_key(database: Database) -> CreatedKey:
+    """The demo program (created once) and a fresh admin key for this start."""
+    async with database.sessions() as session, session.begin():
+        if await programs.program_by_slug(session, DEMO_SLUG) is None:
+            return await program_service.create_program(
+                session, slug=DEMO_SLUG, name="Demo Coffee Club", currency="EUR"
+            )
+        return await program_service.create_key(
+            session, program_slug=DEMO_SLUG, scopes=["admin"], name="demo admin key"
+        )
+
+
+def _print_demo(settings: Settings, host: str, port: int, key: str) -> None:
+    base = f"http://{host}:{port}"
+    auth = f'-H "Authorization: Bearer {key}"'
+    console.print(
+        f"\n[bold]points-ledger[/bold] is starting at {base}  (API docs: {base}/docs)\n"
+        f"demo program: [bold]{DEMO_SLUG}[/bold] (EUR, 1 point per euro)\n"
+        f"admin API key: [bold]{key}[/bold]\n\n"
+        "try:\n"
+        f"  curl -s {base}/v1/earn {auth} -H 'Idempotency-Key: demo-1' -H 'Content-Type: "
+        "application/json' -d '{\"member\": \"alice\", \"order\": {\"id\": \"o-1\", "
+        "\"amount\": 4250, \"currency\": \"EUR\"}}'\n"
+        f"  curl -s {base}/v1/redeem {auth} -H 'Idempotency-Key: demo-2' -H 'Content-Type: "
+        "application/json' -d '{\"member\": \"alice\", \"points\": 10}'\n"
+        f"  curl -s {base}/v1/members/alice {auth}\n",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@cli.command()
+def serve(
+    demo: Annotated[bool, typer.Option(help="Create a demo program and print an API key.")] = False,
+    host: Annotated[str | None, typer.Option(help="Interface to listen on.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Migrate the database and serve the API (embedded PostgreSQL unless a URL is set)."""
+    settings = get_settings()
+    host = host or settings.host
+    port = port or settings.port
+    url = resolve_database_url(settings)  # also exported to worker processes
+    migrate.upgrade(url)
+    if demo:
+        created = _run_with_database(_demo_key, migrate_first=False)
+        _print_demo(settings, host, port, created.api_key)
+    uvicorn.run(
+        "app.main:app_factory",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        loop="uvloop",
+        http="httptools",
+        access_log=False,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=10,
+    )
+
+
+def main() -> None:
+    cli()

@@ -1,0 +1,52 @@
+"""Translate database errors raised by the ledger's SQL into API errors.
+
+The PL/pgSQL functions raise custom SQLSTATEs (see the first migration); constraint violations
+that a client can provoke map to 4xx as well. Anything else stays a genuine 500.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy.exc import DBAPIError
+
+from app import errors
+
+_BY_SQLSTATE: dict[str, type[errors.ApiError]] = {
+    "PL100": errors.InsufficientPoints,
+    "PL101": errors.IdempotencyConflict,
+    "PL102": errors.MemberNotFound,
+    "PL103": errors.TransactionNotFound,
+    "PL104": errors.AlreadyReversed,
+    "PL105": errors.NotReversible,
+    "22003": errors.AmountOutOfRange,  # numeric_value_out_of_range: a sum beyond bigint
+}
+
+_BY_CONSTRAINT: dict[str, type[errors.ApiError]] = {
+    "transactions_reverses_id_key": errors.AlreadyReversed,
+    "no_overdraft": errors.InsufficientPoints,
+}
+
+
+def _driver_error(exc: DBAPIError) -> BaseException | None:
+    orig = exc.orig
+    return getattr(orig, "__cause__", None) or orig
+
+
+def sqlstate(exc: DBAPIError) -> str | None:
+    for candidate in (_driver_error(exc), exc.orig):
+        code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+        if code:
+            return str(code)
+    return None
+
+
+def translate(exc: DBAPIError) -> errors.ApiError | None:
+    """The API error for a database error a client caused, or None for a real fault."""
+    driver = _driver_error(exc)
+    constraint = getattr(driver, "constraint_name", None)
+    if constraint in _BY_CONSTRAINT:
+        return _BY_CONSTRAINT[constraint]()
+    code = sqlstate(exc)
+    if code in _BY_SQLSTATE:
+        detail = getattr(driver, "detail", None)
+        return _BY_SQLSTATE[code](detail or None)
+    return None

@@ -1,0 +1,78 @@
+"""The FastAPI application: routers, middleware, error handlers and lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from sqlalchemy.exc import DBAPIError
+from starlette.responses import Response
+
+from app import errors
+from app.config import Settings, get_settings
+from app.db import Database, resolve_database_url
+from app.health.endpoints import router as health_router
+from app.ledger import errors as ledger_errors
+from app.logging import configure_logging
+from app.members.endpoints import router as members_router
+from app.middleware import BodySizeLimit
+from app.points.endpoints import router as points_router
+from app.programs.auth import AuthCaches
+from app.transactions.endpoints import router as transactions_router
+
+DESCRIPTION = """
+A headless loyalty-points service. Every points movement is a transaction in an append-only,
+double-entry ledger; balances are projections of it.
+
+* **Auth**: `Authorization: Bearer <api key>`; keys carry scopes `earn`, `redeem`, `read`,
+  `admin` (admin implies all).
+* **Idempotency**: every write takes an `Idempotency-Key` header. Replaying a key returns the
+  first response with `Idempotent-Replayed: true`; the same key with another body is `409`.
+* **Errors**: RFC 9457 `application/problem+json` with a stable `code`.
+* **Amounts**: integers: points, and money in minor units with an ISO 4217 currency.
+"""
+
+
+def create_app(settings: Settings | None = None, database_url: str | None = None) -> FastAPI:
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        url = database_url or resolve_database_url(settings)
+        app.state.database = Database.connect(url, settings)
+        try:
+            yield
+        finally:
+            await app.state.database.dispose()
+
+    app = FastAPI(
+        title="points-ledger",
+        version="0.1.0",
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.auth_caches = AuthCaches.with_ttl(settings.cache_ttl_seconds)
+    errors.install_error_handlers(app)
+
+    @app.exception_handler(DBAPIError)
+    async def database_error_handler(request: Request, exc: DBAPIError) -> Response:
+        translated = ledger_errors.translate(exc)
+        if translated is None:
+            errors.log.error("database_error", path=request.url.path, error=str(exc.orig))
+            translated = errors.ApiError("An unexpected database error occurred; it was logged.")
+        return errors.problem_response(translated)
+
+    app.include_router(health_router)
+    app.include_router(members_router)
+    app.include_router(points_router)
+    app.include_router(transactions_router)
+    app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def app_factory() -> FastAPI:
+    """Entry point for uvicorn workers (`--factory`)."""
+    settings = get_settings()
+    configure_logging(settings.log_level, settings.log_json)
+    return create_app(settings)

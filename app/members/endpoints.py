@@ -1,0 +1,54 @@
+"""HTTP endpoints for members."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from starlette.responses import Response
+
+from app import errors
+from app.db import get_autocommit_connection, get_session
+from app.ledger.idempotency import IdempotencyKey
+from app.members import service
+from app.members.schemas import EnrollMember, Member
+from app.programs.auth import CanEarn, CanRead
+from app.schemas import ExternalId
+
+router = APIRouter(prefix="/v1/members", tags=["members"])
+
+MemberPath = Annotated[ExternalId, Path(description="The member's external id")]
+
+
+@router.post(
+    "",
+    status_code=201,
+    response_model=Member,
+    summary="Enrol a member",
+    description="Creates the member (201), or returns it unchanged if it exists (200).",
+    responses={200: {"model": Member, "description": "The member already existed"}}
+    | errors.error_responses(errors.IdempotencyKeyMissing, errors.IdempotencyConflict),
+)
+async def enroll_member(
+    body: EnrollMember,
+    caller: CanEarn,
+    key: IdempotencyKey,
+    session: Annotated[AsyncSession, Depends(get_session, scope="function")],
+) -> Response:
+    stored = await service.enroll(session, program=caller.program, key=key, request=body)
+    return stored.render()
+
+
+@router.get(
+    "/{external_id}",
+    response_model=Member,
+    summary="A member with its balance",
+    responses=errors.error_responses(errors.MemberNotFound),
+)
+async def get_member(
+    external_id: MemberPath,
+    caller: CanRead,
+    conn: Annotated[AsyncConnection, Depends(get_autocommit_connection)],
+) -> Member:
+    return await service.get(conn, program=caller.program, external_id=external_id)

@@ -1,0 +1,71 @@
+"""SQL for members."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from app.members.schemas import Balance, Member
+
+_MEMBER_VIEW = text(
+    "SELECT m.id, m.external_id, m.birthday, m.attributes, m.created_at,"
+    " member_points_balance(m.program_id, m.id)::text AS balance"
+    " FROM members m WHERE m.program_id = :program_id AND m.external_id = :external_id"
+)
+
+
+async def enroll(
+    session: AsyncSession,
+    *,
+    program_id: int,
+    external_id: str,
+    birthday: date | None,
+    attributes: dict[str, Any] | None,
+) -> bool:
+    """Enrol the member if new; True if it was created by this call."""
+    created: bool = (
+        await session.execute(
+            text(
+                "SELECT o_created FROM member_enroll(:program_id, :external_id, :birthday,"
+                " CAST(:attributes AS jsonb))"
+            ),
+            {
+                "program_id": program_id,
+                "external_id": external_id,
+                "birthday": birthday,
+                "attributes": orjson.dumps(attributes or {}).decode(),
+            },
+        )
+    ).scalar_one()
+    return created
+
+
+async def find(
+    conn: AsyncConnection | AsyncSession, *, program_id: int, external_id: str
+) -> Member | None:
+    row = (
+        await conn.execute(_MEMBER_VIEW, {"program_id": program_id, "external_id": external_id})
+    ).one_or_none()
+    if row is None:
+        return None
+    return Member(
+        external_id=row.external_id,
+        birthday=row.birthday,
+        attributes=row.attributes,
+        created_at=row.created_at,
+        balance=Balance.model_validate_json(row.balance),
+    )
+
+
+async def member_id(
+    conn: AsyncConnection | AsyncSession, *, program_id: int, external_id: str
+) -> int | None:
+    found: int | None = await conn.scalar(
+        text("SELECT id FROM members WHERE program_id = :program_id AND external_id = :external_id"),
+        {"program_id": program_id, "external_id": external_id},
+    )
+    return found

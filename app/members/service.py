@@ -1,0 +1,41 @@
+"""Enrolling and reading members."""
+
+from __future__ import annotations
+
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from app import errors
+from app.ledger import idempotency
+from app.ledger.fingerprint import fingerprint
+from app.members import repository
+from app.members.schemas import EnrollMember, Member
+from app.programs.models import Program
+
+
+async def enroll(
+    session: AsyncSession, *, program: Program, key: str, request: EnrollMember
+) -> idempotency.StoredResponse:
+    """Enrol a member: 201 when new, 200 with the existing member when it is already there."""
+    print_ = fingerprint("enroll_member", request.model_dump(mode="json"))
+    replay = await idempotency.claim(session, program.id, key, print_)
+    if replay is not None:
+        return replay
+    created = await repository.enroll(
+        session,
+        program_id=program.id,
+        external_id=request.external_id,
+        birthday=request.birthday,
+        attributes=request.attributes,
+    )
+    member = await repository.find(session, program_id=program.id, external_id=request.external_id)
+    assert member is not None  # enrolled above, in this transaction
+    return await idempotency.complete(
+        session, program.id, key, 201 if created else 200, member.model_dump(mode="json")
+    )
+
+
+async def get(conn: AsyncConnection, *, program: Program, external_id: str) -> Member:
+    member = await repository.find(conn, program_id=program.id, external_id=external_id)
+    if member is None:
+        raise errors.MemberNotFound(f"no member {external_id!r} in this program")
+    return member

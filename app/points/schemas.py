@@ -1,0 +1,73 @@
+"""Requests and responses for earning, redeeming and adjusting points."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, model_validator
+
+from app.currency import is_currency
+from app.ledger.limits import MinorUnits, PositivePoints, SignedPoints
+from app.members.schemas import Balance
+from app.schemas import ExternalId, Metadata, OrderId, Reason, StrictModel
+
+
+def _known_currency(code: str) -> str:
+    if not is_currency(code):
+        raise ValueError(f"{code!r} is not an ISO 4217 currency code")
+    return code
+
+
+Currency = Annotated[
+    str, Field(strict=True, pattern=r"^[A-Z]{3}$", examples=["EUR"]), AfterValidator(_known_currency)
+]
+
+
+class Order(StrictModel):
+    id: OrderId
+    amount: MinorUnits = Field(description="Order total in minor units (cents for EUR).")
+    currency: Currency
+
+
+class EarnRequest(StrictModel):
+    member: ExternalId
+    points: PositivePoints | None = Field(
+        default=None, description="Points to award. Without it, the order earns at the base rate."
+    )
+    order: Order | None = None
+    occurred_at: AwareDatetime | None = Field(
+        default=None, description="When the sale happened (default: now); may be in the past."
+    )
+    metadata: Metadata | None = None
+
+    @model_validator(mode="after")
+    def points_or_order(self) -> EarnRequest:
+        if self.points is None and self.order is None:
+            raise ValueError("give points, or an order to compute them from")
+        return self
+
+
+class RedeemRequest(StrictModel):
+    member: ExternalId
+    points: PositivePoints
+    order_id: OrderId | None = None
+    metadata: Metadata | None = None
+
+
+class AdjustmentRequest(StrictModel):
+    member: ExternalId
+    points: SignedPoints = Field(description="Signed: positive credits, negative debits.")
+    reason: Reason
+
+    @model_validator(mode="after")
+    def not_zero(self) -> AdjustmentRequest:
+        if self.points == 0:
+            raise ValueError("points must not be zero")
+        return self
+
+
+class PostingResponse(BaseModel):
+    transaction_id: int
+    member: str
+    points: int
+    balance: Balance

@@ -1,0 +1,159 @@
+"""Earning, redeeming and adjusting points: each is one call of `api_move_points`.
+
+That SQL function claims the idempotency key, finds (or enrols) the member, moves the points
+between the member's `available` account and a program account, and stores the response, all
+in one statement and one commit.
+
+Accounting (per design section 2):
+  earn        issuance   -> member available
+  redeem      member available -> redemption
+  adjust (+)  issuance   -> member available
+  adjust (-)  member available -> issuance
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import orjson
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app import errors
+from app.ledger.fingerprint import fingerprint
+from app.ledger.idempotency import StoredResponse
+from app.points.schemas import AdjustmentRequest, EarnRequest, RedeemRequest
+from app.programs.models import Program
+from app.rules.backdating import occurred_at_problem
+from app.rules.earn import base_rate_points
+
+_MOVE_POINTS = text(
+    "SELECT o_replayed, o_status, o_body::text AS body FROM api_move_points("
+    ":program_id, :key, :fingerprint, :kind, :member, :enroll, :member_delta, :points,"
+    " :counter_account_id, :occurred_at, :order_id, :reason, CAST(:metadata AS jsonb))"
+)
+
+
+@dataclass(frozen=True)
+class Move:
+    kind: str
+    member: str
+    member_delta: int
+    points: int
+    counter_account: str
+    enroll: bool
+    occurred_at: datetime
+    order_id: str | None = None
+    reason: str | None = None
+    metadata: dict[str, Any] | None = None
+
+
+async def _post(
+    conn: AsyncConnection, program: Program, key: str, request_print: bytes, move: Move
+) -> StoredResponse:
+    row = (
+        await conn.execute(
+            _MOVE_POINTS,
+            {
+                "program_id": program.id,
+                "key": key,
+                "fingerprint": request_print,
+                "kind": move.kind,
+                "member": move.member,
+                "enroll": move.enroll,
+                "member_delta": move.member_delta,
+                "points": move.points,
+                "counter_account_id": program.accounts[move.counter_account],
+                "occurred_at": move.occurred_at,
+                "order_id": move.order_id,
+                "reason": move.reason,
+                "metadata": orjson.dumps(move.metadata or {}).decode(),
+            },
+        )
+    ).one()
+    return StoredResponse(status=row.o_status, body=row.body, replayed=row.o_replayed)
+
+
+def _check_occurred_at(program: Program, occurred_at: datetime | None, now: datetime) -> datetime:
+    if occurred_at is None:
+        return now
+    problem = occurred_at_problem(occurred_at, now, program.max_backdate_days)
+    if problem:
+        raise errors.OccurredAtOutOfRange(problem)
+    return occurred_at
+
+
+def earn_points(program: Program, request: EarnRequest) -> int:
+    """Explicit points win; otherwise the order earns at the program's base rate."""
+    if request.order is not None and request.order.currency != program.currency:
+        raise errors.CurrencyMismatch(
+            f"order is in {request.order.currency}, the program counts in {program.currency}"
+        )
+    if request.points is not None:
+        return request.points
+    assert request.order is not None  # the schema requires points or order
+    points = base_rate_points(request.order.amount, program.currency_exponent, program.base_rate)
+    if points <= 0:
+        raise errors.NothingToEarn(
+            f"an order of {request.order.amount} minor units earns no points at this base rate"
+        )
+    return points
+
+
+async def earn(
+    conn: AsyncConnection, *, program: Program, key: str, request: EarnRequest
+) -> StoredResponse:
+    now = datetime.now(UTC)
+    occurred_at = _check_occurred_at(program, request.occurred_at, now)
+    points = earn_points(program, request)
+    move = Move(
+        kind="earn",
+        member=request.member,
+        member_delta=points,
+        points=points,
+        counter_account="issuance",
+        enroll=True,
+        occurred_at=occurred_at,
+        order_id=request.order.id if request.order else None,
+        metadata=request.metadata,
+    )
+    return await _post(conn, program, key, fingerprint("earn", request.model_dump(mode="json")), move)
+
+
+async def redeem(
+    conn: AsyncConnection, *, program: Program, key: str, request: RedeemRequest
+) -> StoredResponse:
+    move = Move(
+        kind="redeem",
+        member=request.member,
+        member_delta=-request.points,
+        points=request.points,
+        counter_account="redemption",
+        enroll=False,
+        occurred_at=datetime.now(UTC),
+        order_id=request.order_id,
+        metadata=request.metadata,
+    )
+    return await _post(
+        conn, program, key, fingerprint("redeem", request.model_dump(mode="json")), move
+    )
+
+
+async def adjust(
+    conn: AsyncConnection, *, program: Program, key: str, request: AdjustmentRequest
+) -> StoredResponse:
+    move = Move(
+        kind="adjust",
+        member=request.member,
+        member_delta=request.points,
+        points=request.points,
+        counter_account="issuance",
+        enroll=False,
+        occurred_at=datetime.now(UTC),
+        reason=request.reason,
+    )
+    return await _post(
+        conn, program, key, fingerprint("adjust", request.model_dump(mode="json")), move
+    )

@@ -1,0 +1,144 @@
+"""SQL for programs and API keys."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from app.programs.models import ApiKey, Program
+
+PROGRAM_ACCOUNT_KINDS = ("issuance", "redemption", "breakage")
+
+_PROGRAM_COLUMNS = """
+    p.id, p.slug, p.name, p.currency, p.currency_exponent, p.base_rate, p.point_value,
+    p.max_backdate_days,
+    (SELECT jsonb_object_agg(a.kind, a.id) FROM accounts a
+      WHERE a.program_id = p.id AND a.member_id IS NULL AND a.asset = 'points') AS accounts
+"""
+
+
+def _program(row: object) -> Program:
+    return Program(
+        id=row.id,  # type: ignore[attr-defined]
+        slug=row.slug,  # type: ignore[attr-defined]
+        name=row.name,  # type: ignore[attr-defined]
+        currency=row.currency,  # type: ignore[attr-defined]
+        currency_exponent=row.currency_exponent,  # type: ignore[attr-defined]
+        base_rate=row.base_rate,  # type: ignore[attr-defined]
+        point_value=row.point_value,  # type: ignore[attr-defined]
+        max_backdate_days=row.max_backdate_days,  # type: ignore[attr-defined]
+        accounts=dict(row.accounts or {}),  # type: ignore[attr-defined]
+    )
+
+
+async def insert_program(
+    session: AsyncSession,
+    *,
+    slug: str,
+    name: str,
+    currency: str,
+    currency_exponent: int,
+    base_rate: Decimal,
+    point_value: Decimal,
+) -> int:
+    program_id: int = (
+        await session.execute(
+            text(
+                "INSERT INTO programs (slug, name, currency, currency_exponent, base_rate,"
+                " point_value) VALUES (:slug, :name, :currency, :exponent, :base_rate,"
+                " :point_value) RETURNING id"
+            ),
+            {
+                "slug": slug,
+                "name": name,
+                "currency": currency,
+                "exponent": currency_exponent,
+                "base_rate": base_rate,
+                "point_value": point_value,
+            },
+        )
+    ).scalar_one()
+    await session.execute(
+        text(
+            "INSERT INTO accounts (program_id, asset, kind)"
+            " SELECT :program_id, 'points', kind FROM unnest(CAST(:kinds AS text[])) AS kind"
+        ),
+        {"program_id": program_id, "kinds": list(PROGRAM_ACCOUNT_KINDS)},
+    )
+    return program_id
+
+
+async def program_by_id(conn: AsyncConnection | AsyncSession, program_id: int) -> Program | None:
+    row = (
+        await conn.execute(
+            text(f"SELECT {_PROGRAM_COLUMNS} FROM programs p WHERE p.id = :id"),
+            {"id": program_id},
+        )
+    ).one_or_none()
+    return _program(row) if row else None
+
+
+async def program_by_slug(conn: AsyncConnection | AsyncSession, slug: str) -> Program | None:
+    row = (
+        await conn.execute(
+            text(f"SELECT {_PROGRAM_COLUMNS} FROM programs p WHERE p.slug = :slug"),
+            {"slug": slug},
+        )
+    ).one_or_none()
+    return _program(row) if row else None
+
+
+async def insert_api_key(
+    session: AsyncSession,
+    *,
+    program_id: int,
+    prefix: str,
+    secret_hash: bytes,
+    scopes: Sequence[str],
+    name: str | None,
+) -> int:
+    key_id: int = (
+        await session.execute(
+            text(
+                "INSERT INTO api_keys (program_id, prefix, secret_hash, scopes, name)"
+                " VALUES (:program_id, :prefix, :secret_hash, :scopes, :name) RETURNING id"
+            ),
+            {
+                "program_id": program_id,
+                "prefix": prefix,
+                "secret_hash": secret_hash,
+                "scopes": list(scopes),
+                "name": name,
+            },
+        )
+    ).scalar_one()
+    return key_id
+
+
+async def active_key_by_hash(conn: AsyncConnection, secret_hash: bytes) -> ApiKey | None:
+    row = (
+        await conn.execute(
+            text(
+                "SELECT id, program_id, prefix, scopes FROM api_keys"
+                " WHERE secret_hash = :hash AND revoked_at IS NULL"
+            ),
+            {"hash": secret_hash},
+        )
+    ).one_or_none()
+    if row is None:
+        return None
+    return ApiKey(id=row.id, program_id=row.program_id, prefix=row.prefix, scopes=frozenset(row.scopes))
+
+
+async def revoke_key(session: AsyncSession, prefix: str) -> bool:
+    result = await session.execute(
+        text(
+            "UPDATE api_keys SET revoked_at = now() WHERE prefix = :prefix AND revoked_at IS NULL"
+            " RETURNING id"
+        ),
+        {"prefix": prefix},
+    )
+    return result.first() is not None
