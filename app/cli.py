@@ -75,7 +75,6 @@ def migrate_database() -> None:
     console.print("database is at the latest revision")
 
 
-
 @program_cli.command("create")
 def program_create(
     slug: Annotated[str, typer.Option(help="Short unique name, e.g. 'acme'.")],
@@ -117,7 +116,9 @@ def _print_key(created: CreatedKey, as_json: bool) -> None:
         sys.stdout.write(json.dumps(payload) + "\n")
         return
     console.print(f"program [bold]{created.program_slug}[/bold] (id {created.program_id})")
-    console.print(f"API key ({', '.join(created.scopes)}), shown once: [bold]{created.api_key}[/bold]")
+    console.print(
+        f"API key ({', '.join(created.scopes)}), shown once: [bold]{created.api_key}[/bold]"
+    )
 
 
 @keys_cli.command("create")
@@ -171,8 +172,10 @@ def verify() -> None:
             report = await verify_ledger(conn)
         table = Table("check", "result", "detail")
         for result in report.results:
-            detail = result.check.description if result.ok else json.dumps(
-                result.offending[:5], default=str
+            detail = (
+                result.check.description
+                if result.ok
+                else json.dumps(result.offending[:5], default=str)
             )
             table.add_row(
                 result.check.name, "[green]ok[/green]" if result.ok else "[red]DRIFT[/red]", detail
@@ -219,10 +222,10 @@ def _print_demo(settings: Settings, host: str, port: int, key: str) -> None:
         f"admin API key: [bold]{key}[/bold]\n\n"
         "try:\n"
         f"  curl -s {base}/v1/earn {auth} -H 'Idempotency-Key: demo-1' -H 'Content-Type: "
-        "application/json' -d '{\"member\": \"alice\", \"order\": {\"id\": \"o-1\", "
-        "\"amount\": 4250, \"currency\": \"EUR\"}}'\n"
+        'application/json\' -d \'{"member": "alice", "order": {"id": "o-1", '
+        '"amount": 4250, "currency": "EUR"}}\'\n'
         f"  curl -s {base}/v1/redeem {auth} -H 'Idempotency-Key: demo-2' -H 'Content-Type: "
-        "application/json' -d '{\"member\": \"alice\", \"points\": 10}'\n"
+        'application/json\' -d \'{"member": "alice", "points": 10}\'\n'
         f"  curl -s {base}/v1/members/alice {auth}\n",
         highlight=False,
         soft_wrap=True,

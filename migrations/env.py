@@ -1,7 +1,6 @@
 """Alembic environment: runs revisions over the async engine (asyncpg)."""
 
 import asyncio
-
 import sys
 from pathlib import Path
 

@@ -101,7 +101,10 @@ async def make_program(database: Database, **options: object) -> TestProgram:
     slug = f"p-{uuid.uuid4().hex[:12]}"
     async with database.sessions() as session, session.begin():
         created = await program_service.create_program(
-            session, slug=slug, name="Test program", **options  # type: ignore[arg-type]
+            session,
+            slug=slug,
+            name="Test program",
+            **options,  # type: ignore[arg-type]
         )
     return TestProgram(id=created.program_id, slug=slug, api_key=created.api_key, database=database)
 

@@ -36,6 +36,8 @@ def new_key() -> str:
 
 @dataclass
 class TestProgram:
+    __test__ = False  # a fixture value, not a test class
+
     id: int
     slug: str
     api_key: str

@@ -26,4 +26,4 @@ async def rebuild(conn: AsyncConnection) -> int:
             """
         )
     )
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return int(result.rowcount or 0)

@@ -25,7 +25,8 @@ class Check:
 CHECKS: tuple[Check, ...] = (
     Check(
         "append_only_enforced",
-        "the triggers that forbid UPDATE, DELETE and TRUNCATE on the ledger are present and enabled",
+        "the triggers that forbid UPDATE, DELETE and TRUNCATE on the ledger are present"
+        " and enabled",
         """
         SELECT expected.name AS missing_or_disabled_trigger
           FROM unnest(ARRAY['transactions_append_only', 'transactions_no_truncate',

@@ -27,8 +27,12 @@ MemberPath = Annotated[ExternalId, Path(description="The member's external id")]
     response_model=Member,
     summary="Enrol a member",
     description="Creates the member (201), or returns it unchanged if it exists (200).",
-    responses={200: {"model": Member, "description": "The member already existed"}}
-    | errors.error_responses(errors.IdempotencyKeyMissing, errors.IdempotencyConflict),
+    responses={
+        200: {"model": Member, "description": "The member already existed"},
+        **errors.error_responses(
+            errors.IdempotencyKeyMissing, errors.IdempotencyConflict, errors.Forbidden
+        ),
+    },
 )
 async def enroll_member(
     body: EnrollMember,

@@ -65,7 +65,9 @@ async def member_id(
     conn: AsyncConnection | AsyncSession, *, program_id: int, external_id: str
 ) -> int | None:
     found: int | None = await conn.scalar(
-        text("SELECT id FROM members WHERE program_id = :program_id AND external_id = :external_id"),
+        text(
+            "SELECT id FROM members WHERE program_id = :program_id AND external_id = :external_id"
+        ),
         {"program_id": program_id, "external_id": external_id},
     )
     return found

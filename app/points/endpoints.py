@@ -38,7 +38,9 @@ _WRITE_ERRORS = (errors.IdempotencyKeyMissing, errors.IdempotencyConflict, error
         errors.AmountOutOfRange,
     ),
 )
-async def earn(body: EarnRequest, caller: CanEarn, key: IdempotencyKey, conn: Connection) -> Response:
+async def earn(
+    body: EarnRequest, caller: CanEarn, key: IdempotencyKey, conn: Connection
+) -> Response:
     return (await service.earn(conn, program=caller.program, key=key, request=body)).render()
 
 

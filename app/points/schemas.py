@@ -19,7 +19,9 @@ def _known_currency(code: str) -> str:
 
 
 Currency = Annotated[
-    str, Field(strict=True, pattern=r"^[A-Z]{3}$", examples=["EUR"]), AfterValidator(_known_currency)
+    str,
+    Field(strict=True, pattern=r"^[A-Z]{3}$", examples=["EUR"]),
+    AfterValidator(_known_currency),
 ]
 
 

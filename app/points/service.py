@@ -119,7 +119,9 @@ async def earn(
         order_id=request.order.id if request.order else None,
         metadata=request.metadata,
     )
-    return await _post(conn, program, key, fingerprint("earn", request.model_dump(mode="json")), move)
+    return await _post(
+        conn, program, key, fingerprint("earn", request.model_dump(mode="json")), move
+    )
 
 
 async def redeem(

@@ -33,7 +33,9 @@ class AuthCaches:
         return cls(keys=TtlCache(ttl), programs=TtlCache(ttl))
 
 
-async def authenticate(request: Request, credentials: HTTPAuthorizationCredentials | None) -> Caller:
+async def authenticate(
+    request: Request, credentials: HTTPAuthorizationCredentials | None
+) -> Caller:
     if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
         raise errors.Unauthorized("send Authorization: Bearer <api key>")
     caches: AuthCaches = request.app.state.auth_caches

@@ -130,7 +130,9 @@ async def active_key_by_hash(conn: AsyncConnection, secret_hash: bytes) -> ApiKe
     ).one_or_none()
     if row is None:
         return None
-    return ApiKey(id=row.id, program_id=row.program_id, prefix=row.prefix, scopes=frozenset(row.scopes))
+    return ApiKey(
+        id=row.id, program_id=row.program_id, prefix=row.prefix, scopes=frozenset(row.scopes)
+    )
 
 
 async def revoke_key(session: AsyncSession, prefix: str) -> bool:

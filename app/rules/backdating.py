@@ -8,9 +8,7 @@ from datetime import datetime, timedelta
 FUTURE_TOLERANCE = timedelta(minutes=5)
 
 
-def occurred_at_problem(
-    occurred_at: datetime, now: datetime, max_backdate_days: int
-) -> str | None:
+def occurred_at_problem(occurred_at: datetime, now: datetime, max_backdate_days: int) -> str | None:
     """Why `occurred_at` is refused, or None if it is accepted.
 
     POS terminals sync late, so events may be up to `max_backdate_days` old; they may not be

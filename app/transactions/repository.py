@@ -94,9 +94,7 @@ async def reverse(
 async def history(
     conn: AsyncConnection, *, member_id: int, before: int, limit: int
 ) -> list[HistoryItem]:
-    rows = await conn.execute(
-        _HISTORY, {"member_id": member_id, "before": before, "limit": limit}
-    )
+    rows = await conn.execute(_HISTORY, {"member_id": member_id, "before": before, "limit": limit})
     return [
         HistoryItem(
             id=r.id,

@@ -57,7 +57,11 @@ async def reverse(
     if replay is not None:
         return replay
     reversal_id = await repository.reverse(
-        session, program_id=program.id, transaction_id=transaction_id, reason=request.reason, key=key
+        session,
+        program_id=program.id,
+        transaction_id=transaction_id,
+        reason=request.reason,
+        key=key,
     )
     reversal = await repository.find(session, program_id=program.id, transaction_id=reversal_id)
     assert reversal is not None  # posted above, in this transaction
@@ -73,6 +77,8 @@ async def history(
     member_id = await members.member_id(conn, program_id=program.id, external_id=external_id)
     if member_id is None:
         raise errors.MemberNotFound(f"no member {external_id!r} in this program")
-    items = await repository.history(conn, member_id=member_id, before=before, limit=limit)
-    next_cursor = encode_cursor(items[-1].id) if len(items) == limit else None
-    return HistoryPage(items=items, next_cursor=next_cursor)
+    # One row more than asked tells whether an older page exists, without an empty last page.
+    items = await repository.history(conn, member_id=member_id, before=before, limit=limit + 1)
+    more = len(items) > limit
+    items = items[:limit]
+    return HistoryPage(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)

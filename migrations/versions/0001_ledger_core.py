@@ -104,7 +104,8 @@ CREATE TABLE transactions (
     UNIQUE (id, program_id),
     FOREIGN KEY (member_id, program_id) REFERENCES members (id, program_id)
 );
-CREATE INDEX transactions_by_order ON transactions (program_id, order_id) WHERE order_id IS NOT NULL;
+CREATE INDEX transactions_by_order ON transactions (program_id, order_id)
+    WHERE order_id IS NOT NULL;
 
 -- One leg of a transaction. `member_id` and `asset` repeat the account's (checked by trigger)
 -- so that a member's history is one index range scan.
@@ -395,7 +396,7 @@ BEGIN
 END $$;
 
 -- Post the exact opposite of a transaction, once. A reversal cannot itself be reversed.
--- Two concurrent reversals of one transaction: the second fails on the unique reverses_id.
+-- The unique reverses_id is the backstop for "once".
 CREATE FUNCTION ledger_reverse(
     p_program_id bigint, p_transaction_id bigint, p_reason text, p_idempotency_key text)
 RETURNS bigint LANGUAGE plpgsql AS $$
@@ -404,8 +405,11 @@ DECLARE
     account_ids bigint[];
     amounts bigint[];
 BEGIN
+    -- The row lock makes concurrent reversals of one transaction queue here, so the second
+    -- sees the first and answers already_reversed (not a misleading insufficient_points).
     SELECT * INTO original FROM transactions
-     WHERE id = p_transaction_id AND program_id = p_program_id;
+     WHERE id = p_transaction_id AND program_id = p_program_id
+       FOR UPDATE;
     IF NOT FOUND THEN
         RAISE EXCEPTION USING ERRCODE = 'PL103', MESSAGE = 'transaction_not_found';
     END IF;
