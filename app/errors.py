@@ -151,10 +151,13 @@ def problem_response(error: ApiError, headers: Mapping[str, str] | None = None) 
     )
 
 
-def error_responses(*errors: type[ApiError]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses=` for an endpoint: each status with the codes it may carry."""
+def error_responses(*errors: type[ApiError], body: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses=` for an authenticated endpoint: each status with the codes it may
+    carry. `body=True` adds the problems of reading a JSON body."""
     by_status: dict[int, list[str]] = {}
-    documented: tuple[type[ApiError], ...] = (*errors, ValidationFailed, Unauthorized)
+    documented: tuple[type[ApiError], ...] = (*errors, ValidationFailed, Unauthorized, Forbidden)
+    if body:
+        documented += (MalformedJson, PayloadTooLarge)
     for error in documented:
         by_status.setdefault(error.status, []).append(error.code)
     return {

@@ -30,7 +30,7 @@ MemberPath = Annotated[ExternalId, Path(description="The member's external id")]
     responses={
         200: {"model": Member, "description": "The member already existed"},
         **errors.error_responses(
-            errors.IdempotencyKeyMissing, errors.IdempotencyConflict, errors.Forbidden
+            errors.IdempotencyKeyMissing, errors.IdempotencyConflict, body=True
         ),
     },
 )

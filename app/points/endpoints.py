@@ -18,7 +18,7 @@ from app.programs.auth import CanEarn, CanRedeem, IsAdmin
 router = APIRouter(prefix="/v1", tags=["points"])
 
 Connection = Annotated[AsyncConnection, Depends(get_autocommit_connection)]
-_WRITE_ERRORS = (errors.IdempotencyKeyMissing, errors.IdempotencyConflict, errors.Forbidden)
+_WRITE_ERRORS = (errors.IdempotencyKeyMissing, errors.IdempotencyConflict)
 
 
 @router.post(
@@ -36,6 +36,7 @@ _WRITE_ERRORS = (errors.IdempotencyKeyMissing, errors.IdempotencyConflict, error
         errors.NothingToEarn,
         errors.OccurredAtOutOfRange,
         errors.AmountOutOfRange,
+        body=True,
     ),
 )
 async def earn(
@@ -50,7 +51,7 @@ async def earn(
     response_model=PostingResponse,
     summary="Spend points",
     responses=errors.error_responses(
-        *_WRITE_ERRORS, errors.InsufficientPoints, errors.MemberNotFound
+        *_WRITE_ERRORS, errors.InsufficientPoints, errors.MemberNotFound, body=True
     ),
 )
 async def redeem(
@@ -65,7 +66,11 @@ async def redeem(
     response_model=PostingResponse,
     summary="Correct a member's points (signed)",
     responses=errors.error_responses(
-        *_WRITE_ERRORS, errors.InsufficientPoints, errors.MemberNotFound, errors.AmountOutOfRange
+        *_WRITE_ERRORS,
+        errors.InsufficientPoints,
+        errors.MemberNotFound,
+        errors.AmountOutOfRange,
+        body=True,
     ),
 )
 async def adjust(

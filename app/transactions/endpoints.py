@@ -47,6 +47,7 @@ async def get_transaction(
         errors.AlreadyReversed,
         errors.NotReversible,
         errors.InsufficientPoints,
+        body=True,
     ),
 )
 async def reverse_transaction(
