@@ -9,7 +9,7 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, model_vali
 from app.currency import is_currency
 from app.ledger.limits import MinorUnits, PositivePoints, SignedPoints
 from app.members.schemas import Balance
-from app.schemas import ExternalId, Metadata, OrderId, Reason, StrictModel
+from app.schemas import ExternalId, Metadata, OrderId, PosId, Reason, StrictModel
 
 
 def _known_currency(code: str) -> str:
@@ -41,6 +41,8 @@ class EarnRequest(StrictModel):
         default=None, description="When the sale happened (default: now); may be in the past."
     )
     metadata: Metadata | None = None
+    store_id: PosId | None = None
+    terminal_id: PosId | None = None
 
     @model_validator(mode="after")
     def points_or_order(self) -> EarnRequest:
@@ -54,6 +56,8 @@ class RedeemRequest(StrictModel):
     points: PositivePoints
     order_id: OrderId | None = None
     metadata: Metadata | None = None
+    store_id: PosId | None = None
+    terminal_id: PosId | None = None
 
 
 class AdjustmentRequest(StrictModel):
