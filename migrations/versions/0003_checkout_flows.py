@@ -82,7 +82,8 @@ CREATE TABLE orders (
     PRIMARY KEY (program_id, order_id),
     FOREIGN KEY (member_id, program_id) REFERENCES members (id, program_id),
     CONSTRAINT refunds_within_order CHECK (refunded_amount BETWEEN 0 AND coalesce(amount, 0)),
-    CONSTRAINT take_back_within_earned CHECK (points_taken_back + points_written_off <= earned_points),
+    CONSTRAINT take_back_within_earned
+        CHECK (points_taken_back + points_written_off <= earned_points),
     CONSTRAINT returned_within_redeemed CHECK (redeemed_returned <= redeemed_points)
 );
 
