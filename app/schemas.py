@@ -2,14 +2,24 @@
 
 Everything here exists so that bad input is a 422 and never reaches PostgreSQL as something it
 rejects with a 500: NUL characters and lone surrogates are refused, integers are strict (no
-"12" or 12.0), and unknown fields are an error.
+"12" or 12.0), dates and times are ISO 8601 text (no Unix times), and unknown fields are an error.
 """
 
 from __future__ import annotations
 
+import re
+from datetime import date
 from typing import Annotated
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StringConstraints,
+)
 
 from app.ledger.limits import MAX_AMOUNT
 
@@ -22,6 +32,27 @@ def _storable(value: str) -> str:
     except UnicodeEncodeError as exc:
         raise ValueError("must be valid Unicode text") from exc
     return value
+
+
+def _iso_text(shape: re.Pattern[str], example: str) -> BeforeValidator:
+    """JSON has no date type: accept ISO 8601 text (or a date object from Python), never a
+    number or numeric string, which pydantic would otherwise read as a Unix time."""
+
+    def check(value: object) -> object:
+        if isinstance(value, date) or (isinstance(value, str) and shape.match(value)):
+            return value
+        raise ValueError(f"must be ISO 8601 text like {example}")
+
+    return BeforeValidator(check)
+
+
+IsoDate = Annotated[
+    date, Field(strict=False), _iso_text(re.compile(r"\d{4}-\d{2}-\d{2}\Z"), "2024-05-17")
+]
+IsoDateTime = Annotated[
+    AwareDatetime,
+    _iso_text(re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}"), "2024-05-17T09:30:00Z"),
+]
 
 
 class StrictModel(BaseModel):

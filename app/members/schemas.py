@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import Any
 
 from pydantic import BaseModel, Field
 
-from app.schemas import ExternalId, Metadata, Money, StrictModel
+from app.schemas import ExternalId, IsoDate, Metadata, Money, StrictModel
 
 
 class EnrollMember(StrictModel):
     external_id: ExternalId
-    birthday: Annotated[date, Field(strict=False)] | None = None
+    birthday: IsoDate | None = None
     attributes: Metadata | None = None
 
 

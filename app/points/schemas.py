@@ -4,12 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import AfterValidator, AwareDatetime, BaseModel, Field, model_validator
+from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from app.currency import is_currency
 from app.ledger.limits import MinorUnits, PositivePoints, SignedPoints
 from app.members.schemas import Balance
-from app.schemas import ExternalId, Metadata, OrderId, PosId, Reason, StrictModel
+from app.schemas import (
+    ExternalId,
+    IsoDateTime,
+    Metadata,
+    OrderId,
+    PosId,
+    Reason,
+    StrictModel,
+)
 
 
 def _known_currency(code: str) -> str:
@@ -37,7 +45,7 @@ class EarnRequest(StrictModel):
         default=None, description="Points to award. Without it, the order earns at the base rate."
     )
     order: Order | None = None
-    occurred_at: AwareDatetime | None = Field(
+    occurred_at: IsoDateTime | None = Field(
         default=None, description="When the sale happened (default: now); may be in the past."
     )
     metadata: Metadata | None = None
