@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
@@ -19,9 +20,11 @@ from app.config import Settings, get_settings
 from app.db import Database, resolve_database_url
 from app.ledger.rebuild import rebuild as rebuild_projections
 from app.ledger.verify import verify as verify_ledger
+from app.logging import configure_logging
 from app.programs import repository as programs
 from app.programs import service as program_service
 from app.programs.service import CreatedKey, ProgramSetupError
+from app.worker import jobs
 
 cli = typer.Typer(help="points-ledger: a headless loyalty-points service.", no_args_is_help=True)
 program_cli = typer.Typer(help="Manage programs (tenants).", no_args_is_help=True)
@@ -75,6 +78,18 @@ def migrate_database() -> None:
     console.print("database is at the latest revision")
 
 
+_PendingDays = Annotated[
+    int | None, typer.Option(help="Return window: days an order's points stay pending.")
+]
+_HoldTtl = Annotated[int | None, typer.Option(help="Default hold lifetime in seconds.")]
+_ReturnPolicy = Annotated[str | None, typer.Option(help="cap_at_zero (default) or allow_negative.")]
+_Transfers = Annotated[
+    bool | None,
+    typer.Option("--member-transfers/--no-member-transfers", help="Allow redeem-scope transfers."),
+]
+_Backdate = Annotated[int | None, typer.Option(help="Oldest accepted occurred_at, in days.")]
+
+
 @program_cli.command("create")
 def program_create(
     slug: Annotated[str, typer.Option(help="Short unique name, e.g. 'acme'.")],
@@ -84,16 +99,34 @@ def program_create(
     point_value: Annotated[
         str, typer.Option(help="Money value of one point, in minor units (e.g. 1 = one cent).")
     ] = "1",
+    pending_days: _PendingDays = None,
+    hold_ttl_seconds: _HoldTtl = None,
+    return_policy: _ReturnPolicy = None,
+    member_transfers: _Transfers = None,
+    max_backdate_days: _Backdate = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """Create a program and print its id and a first admin API key (shown once)."""
     rate = _decimal(base_rate, "--base-rate")
     value = _decimal(point_value, "--point-value")
+    settings = {
+        "pending_days": pending_days,
+        "hold_ttl_seconds": hold_ttl_seconds,
+        "return_policy": return_policy,
+        "member_transfers": member_transfers,
+        "max_backdate_days": max_backdate_days,
+    }
 
     async def work(database: Database) -> CreatedKey:
         async with database.sessions() as session, session.begin():
             return await program_service.create_program(
-                session, slug=slug, name=name, currency=currency, base_rate=rate, point_value=value
+                session,
+                slug=slug,
+                name=name,
+                currency=currency,
+                base_rate=rate,
+                point_value=value,
+                **settings,
             )
 
     try:
@@ -102,6 +135,44 @@ def program_create(
         _fail(str(exc))
         return
     _print_key(created, as_json)
+
+
+@program_cli.command("set")
+def program_set(
+    slug: Annotated[str, typer.Option(help="The program to change.")],
+    name: Annotated[str | None, typer.Option(help="Display name.")] = None,
+    base_rate: Annotated[str | None, typer.Option(help="Points per whole currency unit.")] = None,
+    point_value: Annotated[
+        str | None, typer.Option(help="Money value of one point, in minor units.")
+    ] = None,
+    pending_days: _PendingDays = None,
+    hold_ttl_seconds: _HoldTtl = None,
+    return_policy: _ReturnPolicy = None,
+    member_transfers: _Transfers = None,
+    max_backdate_days: _Backdate = None,
+) -> None:
+    """Change a program's settings (running services see them within the cache TTL)."""
+    settings: dict[str, object] = {
+        "name": name,
+        "base_rate": _decimal(base_rate, "--base-rate") if base_rate is not None else None,
+        "point_value": _decimal(point_value, "--point-value") if point_value is not None else None,
+        "pending_days": pending_days,
+        "hold_ttl_seconds": hold_ttl_seconds,
+        "return_policy": return_policy,
+        "member_transfers": member_transfers,
+        "max_backdate_days": max_backdate_days,
+    }
+
+    async def work(database: Database) -> None:
+        async with database.sessions() as session, session.begin():
+            await program_service.configure_program(session, slug=slug, settings=settings)
+
+    try:
+        _run_with_database(work, migrate_first=False)
+    except ProgramSetupError as exc:
+        _fail(str(exc))
+        return
+    console.print(f"program {slug} updated")
 
 
 def _print_key(created: CreatedKey, as_json: bool) -> None:
@@ -161,6 +232,31 @@ def keys_revoke(
     if not _run_with_database(work, migrate_first=False):
         _fail(f"no active key with prefix {prefix!r}")
     console.print(f"revoked key {prefix}")
+
+
+@cli.command()
+def worker(
+    once: Annotated[bool, typer.Option(help="Run one pass and exit.")] = False,
+    interval: Annotated[float, typer.Option(min=0.1, help="Seconds between passes.")] = 5.0,
+) -> None:
+    """Release due pending points and expired holds (safe to run several at once)."""
+    configure_logging(get_settings().log_level, get_settings().log_json)
+
+    async def work(database: Database) -> None:
+        if once:
+            outcome = await jobs.run_pass(database)
+            console.print(
+                f"released work for {outcome.members} member(s): {outcome.postings} posting(s),"
+                f" {outcome.skipped} skipped (busy)"
+            )
+            return
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await jobs.run_forever(database, interval, stop)
+
+    _run_with_database(work, migrate_first=False)
 
 
 @cli.command()

@@ -229,3 +229,51 @@ class NothingToEarn(ApiError):
 
 class InvalidCursor(ApiError):
     status, code, title = 400, "invalid_cursor", "The pagination cursor is not valid"
+
+
+class HoldNotFound(NotFound):
+    code, title = "hold_not_found", "Hold not found"
+
+
+class OrderNotFound(NotFound):
+    code, title = "order_not_found", "Order not found"
+
+
+class HoldAlreadyCaptured(Conflict):
+    code, title = "hold_already_captured", "The hold has already been captured"
+
+
+class HoldAlreadyReleased(Conflict):
+    code, title = "hold_already_released", "The hold has already been released"
+
+
+class HoldExpired(Conflict):
+    code, title = "hold_expired", "The hold expired and its points were released"
+
+
+class OrderAlreadyEarned(Conflict):
+    code, title = "order_already_earned", "The order has already earned points"
+
+
+class OrderMemberMismatch(Conflict):
+    code, title = "order_member_mismatch", "The order belongs to another member"
+
+
+class OrderCancelled(Conflict):
+    code, title = "order_cancelled", "The order has been cancelled"
+
+
+class RefundExceedsOrder(Conflict):
+    code, title = "refund_exceeds_order", "Refunds would exceed the order amount"
+
+
+class CaptureExceedsHold(ApiError):
+    status, code, title = 422, "capture_exceeds_hold", "Cannot capture more than the hold"
+
+
+class SameMember(ApiError):
+    status, code, title = 422, "same_member", "Cannot transfer points to the same member"
+
+
+class TransfersDisabled(Forbidden):
+    code, title = "transfers_disabled", "Member transfers need the admin scope in this program"

@@ -13,13 +13,17 @@ from app import errors
 from app.config import Settings, get_settings
 from app.db import Database, resolve_database_url
 from app.health.endpoints import router as health_router
+from app.holds.endpoints import router as holds_router
 from app.ledger import errors as ledger_errors
 from app.logging import configure_logging
 from app.members.endpoints import router as members_router
 from app.middleware import BodySizeLimit
+from app.orders.endpoints import router as orders_router
 from app.points.endpoints import router as points_router
 from app.programs.auth import AuthCaches
+from app.quotes.endpoints import router as quotes_router
 from app.transactions.endpoints import router as transactions_router
+from app.transfers.endpoints import router as transfers_router
 
 DESCRIPTION = """
 A headless loyalty-points service. Every points movement is a transaction in an append-only,
@@ -67,6 +71,10 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.include_router(members_router)
     app.include_router(points_router)
     app.include_router(transactions_router)
+    app.include_router(holds_router)
+    app.include_router(orders_router)
+    app.include_router(transfers_router)
+    app.include_router(quotes_router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app
 

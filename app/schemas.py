@@ -101,3 +101,16 @@ Metadata = Annotated[
         examples=[{"channel": "web"}],
     ),
 ]
+
+PosId = Annotated[
+    str,
+    StringConstraints(strict=True, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:@+\-]{0,63}$"),
+    Field(description="POS store or terminal id, kept on the transaction.", examples=["store-7"]),
+]
+
+
+class Money(BaseModel):
+    """An amount of money in minor units (cents for EUR)."""
+
+    amount: int
+    currency: str

@@ -5,6 +5,10 @@ script (tables, triggers, PL/pgSQL bodies) goes through asyncpg's simple-query p
 on the migration's own connection and transaction.
 """
 
+import importlib.util
+from pathlib import Path
+from types import ModuleType
+
 from alembic import op
 from sqlalchemy.util import concurrency
 
@@ -14,3 +18,21 @@ await_ = getattr(concurrency, "await_", None) or concurrency.await_only
 def run_script(sql: str) -> None:
     driver_connection = op.get_bind().connection.dbapi_connection.driver_connection
     await_(driver_connection.execute(sql))
+
+
+def revision_module(filename: str) -> ModuleType:
+    """Load another revision file as a module (to reuse its SQL in a downgrade)."""
+    path = Path(__file__).parent / "versions" / filename
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def function_definition(script: str, name: str) -> str:
+    """The `CREATE FUNCTION name(…) … $$;` statement for `name` inside a SQL script."""
+    start = script.index(f"CREATE FUNCTION {name}(")
+    body_start = script.index("$$", start) + 2
+    end = script.index("$$;", body_start) + 3
+    return script[start:end]

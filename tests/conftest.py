@@ -120,6 +120,15 @@ async def other_program(database: Database) -> TestProgram:
     return await make_program(database)
 
 
+@pytest.fixture
+async def sql(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A plain asyncpg connection to the test database, for checks and for moving the clock
+    of pending lots and holds (the only rows tests change by hand)."""
+    conn = await asyncpg.connect(libpq_url(database_url))
+    yield conn
+    await conn.close()
+
+
 @pytest.fixture(scope="session")
 def live_server(database_url: str) -> Iterator[LiveServer]:
     """`points-ledger serve` in a subprocess over the test database, on a free port."""

@@ -3,19 +3,10 @@ the way a buggy script or a psql session would, and expect the database to refus
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import asyncpg
 import pytest
 
-from tests.support import TestProgram, earn, libpq_url
-
-
-@pytest.fixture
-async def sql(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    conn = await asyncpg.connect(libpq_url(database_url))
-    yield conn
-    await conn.close()
+from tests.support import TestProgram, earn
 
 
 async def _posted(client, program: TestProgram, member: str = "alice", points: int = 100) -> int:

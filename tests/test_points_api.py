@@ -20,7 +20,9 @@ async def test_earn_from_an_order_uses_the_base_rate_rounded_down(client, databa
     body = response.json()
     assert body["points"] == 32  # EUR 12.99 x 2.5 = 32.475, rounded down
     assert body["member"] == "ann"
-    assert body["balance"] == {"available": 32, "pending": 0, "held": 0}
+    balance = body["balance"]
+    assert (balance["available"], balance["pending"], balance["held"]) == (32, 0, 0)
+    assert balance["available_value"] == {"amount": 32, "currency": "EUR"}
     transaction = (
         await client.get(f"/v1/transactions/{body['transaction_id']}", headers=program.headers)
     ).json()

@@ -17,6 +17,18 @@ _BY_SQLSTATE: dict[str, type[errors.ApiError]] = {
     "PL103": errors.TransactionNotFound,
     "PL104": errors.AlreadyReversed,
     "PL105": errors.NotReversible,
+    "PL106": errors.HoldNotFound,
+    "PL107": errors.HoldAlreadyCaptured,
+    "PL108": errors.HoldAlreadyReleased,
+    "PL109": errors.HoldExpired,
+    "PL110": errors.CaptureExceedsHold,
+    "PL111": errors.OrderNotFound,
+    "PL112": errors.OrderAlreadyEarned,
+    "PL113": errors.OrderMemberMismatch,
+    "PL114": errors.OrderCancelled,
+    "PL115": errors.RefundExceedsOrder,
+    "PL116": errors.CurrencyMismatch,
+    "PL117": errors.SameMember,
     "22003": errors.AmountOutOfRange,  # numeric_value_out_of_range: a sum beyond bigint
 }
 

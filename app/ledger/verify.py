@@ -92,6 +92,52 @@ CHECKS: tuple[Check, ...] = (
         """,
     ),
     Check(
+        "pending_matches_lots",
+        "every member's pending balance equals what is left of its pending lots",
+        """
+        SELECT a.member_id, a.balance AS pending, coalesce(l.remaining, 0) AS in_lots
+          FROM accounts a
+          LEFT JOIN (SELECT member_id, sum(remaining) AS remaining FROM pending_lots
+                      GROUP BY member_id) l ON l.member_id = a.member_id
+         WHERE a.kind = 'pending' AND a.asset = 'points' AND a.balance <> coalesce(l.remaining, 0)
+        """,
+    ),
+    Check(
+        "held_matches_open_holds",
+        "every member's held balance equals the points of its open holds",
+        """
+        SELECT a.member_id, a.balance AS held, coalesce(h.points, 0) AS in_holds
+          FROM accounts a
+          LEFT JOIN (SELECT member_id, sum(points) AS points FROM holds WHERE status = 'open'
+                      GROUP BY member_id) h ON h.member_id = a.member_id
+         WHERE a.kind = 'held' AND a.asset = 'points' AND a.balance <> coalesce(h.points, 0)
+        """,
+    ),
+    Check(
+        "debt_not_positive",
+        "no member owes a negative number of points",
+        "SELECT id AS account_id, balance FROM accounts WHERE kind = 'debt' AND balance > 0",
+    ),
+    Check(
+        "orders_match_ledger",
+        "each order's earned and taken-back points equal its earn and refund transactions",
+        """
+        SELECT o.program_id, o.order_id, o.earned_points, o.points_taken_back
+          FROM orders o
+          LEFT JOIN LATERAL (
+              SELECT -sum(e.amount) AS earned FROM entries e
+                JOIN accounts a ON a.id = e.account_id AND a.kind = 'issuance'
+               WHERE e.transaction_id = o.earn_transaction_id) earn ON true
+          LEFT JOIN LATERAL (
+              SELECT sum((t.metadata ->> 'points_taken_back')::bigint) AS taken
+                FROM transactions t
+               WHERE t.program_id = o.program_id AND t.order_id = o.order_id
+                 AND t.kind IN ('refund', 'cancel')) back ON true
+         WHERE (o.earn_transaction_id IS NOT NULL AND o.earned_points <> coalesce(earn.earned, 0))
+            OR o.points_taken_back <> coalesce(back.taken, 0)
+        """,
+    ),
+    Check(
         "reversals_exact",
         "a reversal negates every entry of the transaction it reverses, once",
         """

@@ -9,7 +9,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from app.members.schemas import Balance, Member
+from app.members.schemas import Balance, Member, PendingLot
 
 _MEMBER_VIEW = text(
     "SELECT m.id, m.external_id, m.birthday, m.attributes, m.created_at,"
@@ -52,12 +52,30 @@ async def find(
     ).one_or_none()
     if row is None:
         return None
+    lots = await conn.execute(
+        text(
+            "SELECT remaining AS points, release_at AS available_at, order_id FROM pending_lots"
+            " WHERE member_id = :member_id AND remaining > 0 ORDER BY release_at, id"
+        ),
+        {"member_id": row.id},
+    )
     return Member(
         external_id=row.external_id,
         birthday=row.birthday,
         attributes=row.attributes,
         created_at=row.created_at,
         balance=Balance.model_validate_json(row.balance),
+        pending_lots=[PendingLot.model_validate(lot, from_attributes=True) for lot in lots],
+    )
+
+
+async def maintain(
+    conn: AsyncConnection | AsyncSession, *, program_id: int, member_id: int
+) -> None:
+    """Release the member's due pending points and expired holds (lazy maintenance)."""
+    await conn.execute(
+        text("SELECT member_maintain(:program_id, :member_id)"),
+        {"program_id": program_id, "member_id": member_id},
     )
 
 

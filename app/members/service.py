@@ -35,6 +35,11 @@ async def enroll(
 
 
 async def get(conn: AsyncConnection, *, program: Program, external_id: str) -> Member:
+    """The member as of now: due pending points and expired holds are released first, so a
+    read never shows what the worker has not got round to yet."""
+    member_id = await repository.member_id(conn, program_id=program.id, external_id=external_id)
+    if member_id is not None:
+        await repository.maintain(conn, program_id=program.id, member_id=member_id)
     member = await repository.find(conn, program_id=program.id, external_id=external_id)
     if member is None:
         raise errors.MemberNotFound(f"no member {external_id!r} in this program")

@@ -9,7 +9,15 @@ from pydantic import AfterValidator, BaseModel, Field, model_validator
 from app.currency import is_currency
 from app.ledger.limits import MinorUnits, PositivePoints, SignedPoints
 from app.members.schemas import Balance
-from app.schemas import ExternalId, IsoDateTime, Metadata, OrderId, Reason, StrictModel
+from app.schemas import (
+    ExternalId,
+    IsoDateTime,
+    Metadata,
+    OrderId,
+    PosId,
+    Reason,
+    StrictModel,
+)
 
 
 def _known_currency(code: str) -> str:
@@ -41,6 +49,8 @@ class EarnRequest(StrictModel):
         default=None, description="When the sale happened (default: now); may be in the past."
     )
     metadata: Metadata | None = None
+    store_id: PosId | None = None
+    terminal_id: PosId | None = None
 
     @model_validator(mode="after")
     def points_or_order(self) -> EarnRequest:
@@ -54,6 +64,8 @@ class RedeemRequest(StrictModel):
     points: PositivePoints
     order_id: OrderId | None = None
     metadata: Metadata | None = None
+    store_id: PosId | None = None
+    terminal_id: PosId | None = None
 
 
 class AdjustmentRequest(StrictModel):

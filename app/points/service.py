@@ -17,22 +17,38 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import orjson
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import errors
+from app.ledger import posting
 from app.ledger.fingerprint import fingerprint
 from app.ledger.idempotency import StoredResponse
 from app.points.schemas import AdjustmentRequest, EarnRequest, RedeemRequest
 from app.programs.models import Program
 from app.rules.backdating import occurred_at_problem
 from app.rules.earn import base_rate_points
+from app.rules.pending import return_window_end
 
-_MOVE_POINTS = text(
-    "SELECT o_replayed, o_status, o_body::text AS body FROM api_move_points("
-    ":program_id, :key, :fingerprint, :kind, :member, :enroll, :member_delta, :points,"
-    " :counter_account_id, :occurred_at, :order_id, :reason, CAST(:metadata AS jsonb))"
+_MOVE_POINTS = posting.api_call(
+    "api_move_points",
+    "program_id",
+    "key",
+    "fingerprint",
+    "kind",
+    "member",
+    "enroll",
+    "member_delta",
+    "points",
+    "counter_account_id",
+    "occurred_at",
+    "order_id",
+    "reason",
+    "metadata::jsonb",
+    "order_amount",
+    "order_currency",
+    "pending_until",
+    "store_id",
+    "terminal_id",
 )
 
 
@@ -48,32 +64,41 @@ class Move:
     order_id: str | None = None
     reason: str | None = None
     metadata: dict[str, Any] | None = None
+    order_amount: int | None = None
+    order_currency: str | None = None
+    # points of an order inside the return window are pending until then
+    pending_until: datetime | None = None
+    store_id: str | None = None
+    terminal_id: str | None = None
 
 
 async def _post(
     conn: AsyncConnection, program: Program, key: str, request_print: bytes, move: Move
 ) -> StoredResponse:
-    row = (
-        await conn.execute(
-            _MOVE_POINTS,
-            {
-                "program_id": program.id,
-                "key": key,
-                "fingerprint": request_print,
-                "kind": move.kind,
-                "member": move.member,
-                "enroll": move.enroll,
-                "member_delta": move.member_delta,
-                "points": move.points,
-                "counter_account_id": program.accounts[move.counter_account],
-                "occurred_at": move.occurred_at,
-                "order_id": move.order_id,
-                "reason": move.reason,
-                "metadata": orjson.dumps(move.metadata or {}).decode(),
-            },
-        )
-    ).one()
-    return StoredResponse(status=row.o_status, body=row.body, replayed=row.o_replayed)
+    return await posting.run(
+        conn,
+        _MOVE_POINTS,
+        {
+            "program_id": program.id,
+            "key": key,
+            "fingerprint": request_print,
+            "kind": move.kind,
+            "member": move.member,
+            "enroll": move.enroll,
+            "member_delta": move.member_delta,
+            "points": move.points,
+            "counter_account_id": program.accounts[move.counter_account],
+            "occurred_at": move.occurred_at,
+            "order_id": move.order_id,
+            "reason": move.reason,
+            "metadata": posting.as_jsonb(move.metadata),
+            "order_amount": move.order_amount,
+            "order_currency": move.order_currency,
+            "pending_until": move.pending_until,
+            "store_id": move.store_id,
+            "terminal_id": move.terminal_id,
+        },
+    )
 
 
 def _check_occurred_at(program: Program, occurred_at: datetime | None, now: datetime) -> datetime:
@@ -83,6 +108,11 @@ def _check_occurred_at(program: Program, occurred_at: datetime | None, now: date
     if problem:
         raise errors.OccurredAtOutOfRange(problem)
     return occurred_at
+
+
+def pending_until(program: Program, occurred_at: datetime) -> datetime | None:
+    """When an order's points leave the return window (None: no window)."""
+    return return_window_end(occurred_at, program.pending_days)
 
 
 def earn_points(program: Program, request: EarnRequest) -> int:
@@ -108,6 +138,7 @@ async def earn(
     now = datetime.now(UTC)
     occurred_at = _check_occurred_at(program, request.occurred_at, now)
     points = earn_points(program, request)
+    order = request.order
     move = Move(
         kind="earn",
         member=request.member,
@@ -116,8 +147,13 @@ async def earn(
         counter_account="issuance",
         enroll=True,
         occurred_at=occurred_at,
-        order_id=request.order.id if request.order else None,
+        order_id=order.id if order else None,
         metadata=request.metadata,
+        order_amount=order.amount if order else None,
+        order_currency=order.currency if order else None,
+        pending_until=pending_until(program, occurred_at) if order else None,
+        store_id=request.store_id,
+        terminal_id=request.terminal_id,
     )
     return await _post(
         conn, program, key, fingerprint("earn", request.model_dump(mode="json")), move
@@ -137,6 +173,8 @@ async def redeem(
         occurred_at=datetime.now(UTC),
         order_id=request.order_id,
         metadata=request.metadata,
+        store_id=request.store_id,
+        terminal_id=request.terminal_id,
     )
     return await _post(
         conn, program, key, fingerprint("redeem", request.model_dump(mode="json")), move

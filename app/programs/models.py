@@ -24,6 +24,10 @@ class Program:
     base_rate: Decimal
     point_value: Decimal
     max_backdate_days: int
+    pending_days: int
+    hold_ttl_seconds: int
+    return_policy: str
+    member_transfers: bool
     # ids of the program's points accounts, by kind (issuance, redemption, breakage)
     accounts: dict[str, int]
 

@@ -14,7 +14,7 @@ PROGRAM_ACCOUNT_KINDS = ("issuance", "redemption", "breakage")
 
 _PROGRAM_COLUMNS = """
     p.id, p.slug, p.name, p.currency, p.currency_exponent, p.base_rate, p.point_value,
-    p.max_backdate_days,
+    p.max_backdate_days, p.pending_days, p.hold_ttl_seconds, p.return_policy, p.member_transfers,
     (SELECT jsonb_object_agg(a.kind, a.id) FROM accounts a
       WHERE a.program_id = p.id AND a.member_id IS NULL AND a.asset = 'points') AS accounts
 """
@@ -30,6 +30,10 @@ def _program(row: object) -> Program:
         base_rate=row.base_rate,  # type: ignore[attr-defined]
         point_value=row.point_value,  # type: ignore[attr-defined]
         max_backdate_days=row.max_backdate_days,  # type: ignore[attr-defined]
+        pending_days=row.pending_days,  # type: ignore[attr-defined]
+        hold_ttl_seconds=row.hold_ttl_seconds,  # type: ignore[attr-defined]
+        return_policy=row.return_policy,  # type: ignore[attr-defined]
+        member_transfers=row.member_transfers,  # type: ignore[attr-defined]
         accounts=dict(row.accounts or {}),  # type: ignore[attr-defined]
     )
 
@@ -79,6 +83,35 @@ async def program_by_id(conn: AsyncConnection | AsyncSession, program_id: int) -
         )
     ).one_or_none()
     return _program(row) if row else None
+
+
+PROGRAM_SETTINGS = (
+    "name",
+    "base_rate",
+    "point_value",
+    "max_backdate_days",
+    "pending_days",
+    "hold_ttl_seconds",
+    "return_policy",
+    "member_transfers",
+)
+
+
+async def update_program(session: AsyncSession, slug: str, settings: dict[str, object]) -> bool:
+    """Change program settings (names from PROGRAM_SETTINGS); False if no such program."""
+    unknown = set(settings) - set(PROGRAM_SETTINGS)
+    if unknown:
+        raise ValueError(f"unknown program settings: {sorted(unknown)}")
+    if not settings:
+        return await program_by_slug(session, slug) is not None
+    assignments = ", ".join(f"{name} = :{name}" for name in settings)
+    result = await session.execute(
+        text(
+            f"UPDATE programs SET {assignments}, updated_at = now() WHERE slug = :slug RETURNING id"
+        ),
+        {**settings, "slug": slug},
+    )
+    return result.first() is not None
 
 
 async def program_by_slug(conn: AsyncConnection | AsyncSession, slug: str) -> Program | None:

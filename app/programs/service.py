@@ -71,8 +71,11 @@ async def create_program(
     currency: str = "EUR",
     base_rate: Decimal = Decimal(1),
     point_value: Decimal = Decimal(1),
+    **settings: object,
 ) -> CreatedKey:
-    """Create a program with its program accounts and a first admin key."""
+    """Create a program with its program accounts and a first admin key.
+
+    `settings` are further program settings (see `configure_program`)."""
     currency = currency.upper()
     exponent = currency_exponent(currency)
     if exponent is None:
@@ -90,4 +93,40 @@ async def create_program(
         base_rate=base_rate,
         point_value=point_value,
     )
+    await configure_program(session, slug=slug, settings=settings)
     return await create_key(session, program_slug=slug, scopes=["admin"], name="initial admin key")
+
+
+RETURN_POLICIES = ("cap_at_zero", "allow_negative")
+
+_RANGES: dict[str, tuple[int, int]] = {
+    "max_backdate_days": (0, 3650),
+    "pending_days": (0, 365),
+    "hold_ttl_seconds": (10, 604_800),
+}
+
+
+async def configure_program(
+    session: AsyncSession, *, slug: str, settings: dict[str, object]
+) -> None:
+    """Change a program's settings: pending_days (return window), hold_ttl_seconds (default
+    hold lifetime), return_policy (cap_at_zero | allow_negative), member_transfers,
+    max_backdate_days, base_rate, point_value, name."""
+    for name, (low, high) in _RANGES.items():
+        value = settings.get(name)
+        if value is not None and not (isinstance(value, int) and low <= value <= high):
+            raise ProgramSetupError(f"{name} must be an integer from {low} to {high}")
+    policy = settings.get("return_policy")
+    if policy is not None and policy not in RETURN_POLICIES:
+        raise ProgramSetupError(f"return_policy must be one of {', '.join(RETURN_POLICIES)}")
+    for name in ("base_rate", "point_value"):
+        value = settings.get(name)
+        if value is not None and (not isinstance(value, Decimal) or value < 0):
+            raise ProgramSetupError(f"{name} must be a non-negative decimal")
+    changes = {name: value for name, value in settings.items() if value is not None}
+    try:
+        found = await repository.update_program(session, slug, changes)
+    except ValueError as exc:
+        raise ProgramSetupError(str(exc)) from exc
+    if not found:
+        raise ProgramSetupError(f"no program with slug {slug!r}")
