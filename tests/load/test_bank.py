@@ -20,6 +20,9 @@ operation may give; every posting matches its request; each member's balance (da
 API) equals its posted earns - redeems -/+ reversals, the unknown outcomes resolved by what the
 ledger holds for their keys; no balance is negative; the program accounts' entry sums equal
 what the members gained; and `points-ledger verify` exits 0.
+
+The run prints a summary (and every failure message starts with it) including the random seed;
+POINTS_LEDGER_BANK_SEED=<seed> replays the same choices (the interleaving will differ).
 """
 
 from __future__ import annotations
