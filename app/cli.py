@@ -3,21 +3,25 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 from decimal import Decimal, InvalidOperation
+from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
 import uvicorn
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from app import migrate
 from app.config import Settings, get_settings
 from app.db import Database, resolve_database_url
+from app.events import importer
 from app.ledger.rebuild import rebuild as rebuild_projections
 from app.ledger.verify import verify as verify_ledger
 from app.logging import configure_logging
@@ -257,6 +261,63 @@ def worker(
         await jobs.run_forever(database, interval, stop)
 
     _run_with_database(work, migrate_first=False)
+
+
+@cli.command("import")
+def import_events(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="CSV of events.")],
+    program: Annotated[str, typer.Option(help="Program slug.")],
+    rejects: Annotated[
+        Path | None, typer.Option(help="Where to write rejected rows (default FILE.rejected.csv).")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, max=1000, help="Events per batch.")] = 500,
+) -> None:
+    """Import earn/redeem events from CSV through the batch path; re-running posts nothing new."""
+    rows = list(importer.read_rows(file))
+    rejects_path = rejects or file.with_suffix(".rejected.csv")
+
+    async def work(database: Database) -> importer.ImportSummary:
+        async with database.engine.connect() as conn:
+            found = await programs.program_by_slug(conn, program)
+        if found is None:
+            raise ProgramSetupError(f"no program with slug {program!r}")
+        fieldnames = [*(rows[0].keys() if rows else importer.COLUMNS), "error_code", "error_detail"]
+        with (
+            rejects_path.open("w", newline="", encoding="utf-8") as handle,
+            Progress(
+                TextColumn("importing"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=err_console,
+            ) as progress,
+        ):
+            writer = csv.DictWriter(handle, fieldnames=fieldnames, extrasaction="ignore")
+            writer.writeheader()
+            task = progress.add_task("import", total=len(rows))
+            return await importer.import_rows(
+                database,
+                found,
+                rows,
+                batch_size=batch_size,
+                rejects=writer,
+                on_batch=lambda n: progress.advance(task, n),
+            )
+
+    try:
+        summary = _run_with_database(work, migrate_first=False)
+    except ProgramSetupError as exc:
+        _fail(str(exc))
+        return
+    console.print(
+        f"posted {summary.posted}, duplicate {summary.duplicate}, rejected {summary.rejected}"
+    )
+    for code, count in sorted(summary.reasons.items()):
+        console.print(f"  rejected {count} x {code}")
+    if summary.rejected:
+        console.print(f"rejected rows written to {rejects_path}")
+    else:
+        rejects_path.unlink(missing_ok=True)
 
 
 @cli.command()

@@ -12,6 +12,7 @@ from starlette.responses import Response
 from app import errors
 from app.config import Settings, get_settings
 from app.db import Database, resolve_database_url
+from app.events.endpoints import router as events_router
 from app.health.endpoints import router as health_router
 from app.holds.endpoints import router as holds_router
 from app.ledger import errors as ledger_errors
@@ -75,6 +76,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.include_router(orders_router)
     app.include_router(transfers_router)
     app.include_router(quotes_router)
+    app.include_router(events_router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app
 

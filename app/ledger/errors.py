@@ -10,7 +10,7 @@ from sqlalchemy.exc import DBAPIError
 
 from app import errors
 
-_BY_SQLSTATE: dict[str, type[errors.ApiError]] = {
+BY_SQLSTATE: dict[str, type[errors.ApiError]] = {
     "PL100": errors.InsufficientPoints,
     "PL101": errors.IdempotencyConflict,
     "PL102": errors.MemberNotFound,
@@ -66,7 +66,7 @@ def translate(exc: DBAPIError) -> errors.ApiError | None:
     constraint = getattr(driver, "constraint_name", None)
     if constraint in _BY_CONSTRAINT:
         return _BY_CONSTRAINT[constraint]()
-    if code in _BY_SQLSTATE:
+    if code in BY_SQLSTATE:
         detail = getattr(driver, "detail", None)
-        return _BY_SQLSTATE[code](detail or None)
+        return BY_SQLSTATE[code](detail or None)
     return None

@@ -63,6 +63,9 @@ class RedeemRequest(StrictModel):
     member: ExternalId
     points: PositivePoints
     order_id: OrderId | None = None
+    occurred_at: IsoDateTime | None = Field(
+        default=None, description="When the sale happened (default: now); may be in the past."
+    )
     metadata: Metadata | None = None
     store_id: PosId | None = None
     terminal_id: PosId | None = None

@@ -72,33 +72,39 @@ class Move:
     terminal_id: str | None = None
 
 
+def move_params(program: Program, key: str, request_print: bytes, move: Move) -> dict[str, Any]:
+    """The arguments of `api_move_points` for one move (also one event of a batch)."""
+    return {
+        "program_id": program.id,
+        "key": key,
+        "fingerprint": request_print,
+        "kind": move.kind,
+        "member": move.member,
+        "enroll": move.enroll,
+        "member_delta": move.member_delta,
+        "points": move.points,
+        "counter_account_id": program.accounts[move.counter_account],
+        "occurred_at": move.occurred_at,
+        "order_id": move.order_id,
+        "reason": move.reason,
+        "metadata": posting.as_jsonb(move.metadata),
+        "order_amount": move.order_amount,
+        "order_currency": move.order_currency,
+        "pending_until": move.pending_until,
+        "store_id": move.store_id,
+        "terminal_id": move.terminal_id,
+    }
+
+
 async def _post(
     conn: AsyncConnection, program: Program, key: str, request_print: bytes, move: Move
 ) -> StoredResponse:
-    return await posting.run(
-        conn,
-        _MOVE_POINTS,
-        {
-            "program_id": program.id,
-            "key": key,
-            "fingerprint": request_print,
-            "kind": move.kind,
-            "member": move.member,
-            "enroll": move.enroll,
-            "member_delta": move.member_delta,
-            "points": move.points,
-            "counter_account_id": program.accounts[move.counter_account],
-            "occurred_at": move.occurred_at,
-            "order_id": move.order_id,
-            "reason": move.reason,
-            "metadata": posting.as_jsonb(move.metadata),
-            "order_amount": move.order_amount,
-            "order_currency": move.order_currency,
-            "pending_until": move.pending_until,
-            "store_id": move.store_id,
-            "terminal_id": move.terminal_id,
-        },
-    )
+    return await posting.run(conn, _MOVE_POINTS, move_params(program, key, request_print, move))
+
+
+def request_print(kind: str, request: EarnRequest | RedeemRequest | AdjustmentRequest) -> bytes:
+    """What "the same request" means for an idempotency key (or a batch event id)."""
+    return fingerprint(kind, request.model_dump(mode="json"))
 
 
 def _check_occurred_at(program: Program, occurred_at: datetime | None, now: datetime) -> datetime:
@@ -132,14 +138,12 @@ def earn_points(program: Program, request: EarnRequest) -> int:
     return points
 
 
-async def earn(
-    conn: AsyncConnection, *, program: Program, key: str, request: EarnRequest
-) -> StoredResponse:
-    now = datetime.now(UTC)
+def earn_move(program: Program, request: EarnRequest, now: datetime) -> Move:
+    """The ledger move of an earn: issuance -> member (pending inside the return window)."""
     occurred_at = _check_occurred_at(program, request.occurred_at, now)
     points = earn_points(program, request)
     order = request.order
-    move = Move(
+    return Move(
         kind="earn",
         member=request.member,
         member_delta=points,
@@ -155,30 +159,37 @@ async def earn(
         store_id=request.store_id,
         terminal_id=request.terminal_id,
     )
-    return await _post(
-        conn, program, key, fingerprint("earn", request.model_dump(mode="json")), move
-    )
 
 
-async def redeem(
-    conn: AsyncConnection, *, program: Program, key: str, request: RedeemRequest
-) -> StoredResponse:
-    move = Move(
+def redeem_move(program: Program, request: RedeemRequest, now: datetime) -> Move:
+    """The ledger move of a redemption: member available -> redemption."""
+    return Move(
         kind="redeem",
         member=request.member,
         member_delta=-request.points,
         points=request.points,
         counter_account="redemption",
         enroll=False,
-        occurred_at=datetime.now(UTC),
+        occurred_at=_check_occurred_at(program, request.occurred_at, now),
         order_id=request.order_id,
         metadata=request.metadata,
         store_id=request.store_id,
         terminal_id=request.terminal_id,
     )
-    return await _post(
-        conn, program, key, fingerprint("redeem", request.model_dump(mode="json")), move
-    )
+
+
+async def earn(
+    conn: AsyncConnection, *, program: Program, key: str, request: EarnRequest
+) -> StoredResponse:
+    move = earn_move(program, request, datetime.now(UTC))
+    return await _post(conn, program, key, request_print("earn", request), move)
+
+
+async def redeem(
+    conn: AsyncConnection, *, program: Program, key: str, request: RedeemRequest
+) -> StoredResponse:
+    move = redeem_move(program, request, datetime.now(UTC))
+    return await _post(conn, program, key, request_print("redeem", request), move)
 
 
 async def adjust(
@@ -194,6 +205,4 @@ async def adjust(
         occurred_at=datetime.now(UTC),
         reason=request.reason,
     )
-    return await _post(
-        conn, program, key, fingerprint("adjust", request.model_dump(mode="json")), move
-    )
+    return await _post(conn, program, key, request_print("adjust", request), move)

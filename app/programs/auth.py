@@ -58,16 +58,18 @@ async def authenticate(
     return Caller(key=key, program=program)
 
 
-def require(scope: Scope) -> Callable[..., Awaitable[Caller]]:
-    """Dependency: an authenticated caller whose key carries `scope` (or `admin`)."""
+def require(*scopes: Scope) -> Callable[..., Awaitable[Caller]]:
+    """Dependency: an authenticated caller whose key carries every one of `scopes` (or
+    `admin`)."""
 
     async def dependency(
         request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
     ) -> Caller:
         caller = await authenticate(request, credentials)
-        if not caller.key.allows(scope):
-            raise errors.Forbidden(f"this endpoint needs the {scope.value!r} scope")
+        missing = [scope.value for scope in scopes if not caller.key.allows(scope)]
+        if missing:
+            raise errors.Forbidden(f"this endpoint needs the scope(s): {', '.join(missing)}")
         return caller
 
     return dependency
@@ -77,3 +79,4 @@ CanEarn = Annotated[Caller, Depends(require(Scope.EARN))]
 CanRedeem = Annotated[Caller, Depends(require(Scope.REDEEM))]
 CanRead = Annotated[Caller, Depends(require(Scope.READ))]
 IsAdmin = Annotated[Caller, Depends(require(Scope.ADMIN))]
+CanEarnAndRedeem = Annotated[Caller, Depends(require(Scope.EARN, Scope.REDEEM))]
