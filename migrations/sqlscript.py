@@ -6,6 +6,7 @@ on the migration's own connection and transaction.
 """
 
 import importlib.util
+import re
 from pathlib import Path
 from types import ModuleType
 
@@ -31,8 +32,11 @@ def revision_module(filename: str) -> ModuleType:
 
 
 def function_definition(script: str, name: str) -> str:
-    """The `CREATE FUNCTION name(…) … $$;` statement for `name` inside a SQL script."""
-    start = script.index(f"CREATE FUNCTION {name}(")
+    """The `CREATE [OR REPLACE] FUNCTION name(…) … $$;` statement for `name` in a script."""
+    found = re.search(rf"CREATE (OR REPLACE )?FUNCTION {name}\(", script)
+    if found is None:
+        raise ValueError(f"no function {name} in the script")
+    start = found.start()
     body_start = script.index("$$", start) + 2
     end = script.index("$$;", body_start) + 3
     return script[start:end]

@@ -59,9 +59,17 @@ _UNAVAILABLE_PREFIXES = ("08", "57P", "53")
 def translate(exc: DBAPIError) -> errors.ApiError | None:
     """The API error for a database error a client caused or should retry, or None for a
     real fault."""
-    driver = _driver_error(exc)
-    code = sqlstate(exc)
-    if exc.connection_invalidated or (code and code.startswith(_UNAVAILABLE_PREFIXES)):
+    if exc.connection_invalidated:
+        return errors.ServiceUnavailable("the database is unavailable; retry shortly")
+    return translate_driver_error(_driver_error(exc), sqlstate(exc))
+
+
+def translate_driver_error(
+    driver: BaseException | None, code: str | None = None
+) -> errors.ApiError | None:
+    """The same translation for an error raised by asyncpg itself (the hot path's raw calls)."""
+    code = code or getattr(driver, "sqlstate", None)
+    if code and code.startswith(_UNAVAILABLE_PREFIXES):
         return errors.ServiceUnavailable("the database is unavailable; retry shortly")
     constraint = getattr(driver, "constraint_name", None)
     if constraint in _BY_CONSTRAINT:

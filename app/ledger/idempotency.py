@@ -23,7 +23,7 @@ from app import errors
 REPLAY_HEADER = "Idempotent-Replayed"
 
 
-def idempotency_key(
+async def idempotency_key(
     key: Annotated[
         str | None,
         Header(

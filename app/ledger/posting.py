@@ -6,28 +6,53 @@ returns `(o_replayed, o_status, o_body)`: the HTTP answer, rendered without re-e
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
+import asyncpg
 import orjson
-from sqlalchemy import TextClause, text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app import errors
+from app.ledger.errors import translate_driver_error
 from app.ledger.idempotency import StoredResponse
 
 
-def api_call(function: str, *params: str) -> TextClause:
-    """`SELECT … FROM function(:p1, :p2, …)`; a param spelled `name::type` is cast."""
+@dataclass(frozen=True)
+class ApiCall:
+    """`SELECT … FROM function($1, $2, …)` with the names of its parameters, in order."""
+
+    sql: str
+    params: tuple[str, ...]
+
+
+def api_call(function: str, *params: str) -> ApiCall:
+    """A call of `function`; a parameter spelled `name::type` is cast to that type."""
     args = ", ".join(
-        f"CAST(:{p.split('::')[0]} AS {p.split('::')[1]})" if "::" in p else f":{p}" for p in params
+        f"CAST(${i} AS {p.split('::')[1]})" if "::" in p else f"${i}"
+        for i, p in enumerate(params, start=1)
     )
-    return text(f"SELECT o_replayed, o_status, o_body::text AS body FROM {function}({args})")
+    return ApiCall(
+        sql=f"SELECT o_replayed, o_status, o_body::text AS body FROM {function}({args})",
+        params=tuple(p.split("::")[0] for p in params),
+    )
 
 
-async def run(
-    conn: AsyncConnection, statement: TextClause, params: dict[str, Any]
-) -> StoredResponse:
-    row = (await conn.execute(statement, params)).one()
-    return StoredResponse(status=row.o_status, body=row.body, replayed=row.o_replayed)
+async def run(conn: AsyncConnection, call: ApiCall, params: dict[str, Any]) -> StoredResponse:
+    """Run the call on the pooled connection's asyncpg driver directly (autocommit: the
+    statement is its own transaction): no SQL compilation or result wrapping on the hottest
+    path of the service, and asyncpg caches the prepared statement per connection."""
+    raw = await conn.get_raw_connection()
+    driver: asyncpg.Connection = raw.driver_connection
+    try:
+        row = await driver.fetchrow(call.sql, *(params[name] for name in call.params))
+    except asyncpg.PostgresError as exc:
+        raise translate_driver_error(exc) or exc from exc
+    except (OSError, asyncpg.InterfaceError) as exc:
+        await conn.invalidate()  # the pool must not hand this connection out again
+        raise errors.ServiceUnavailable("the database is unavailable; retry shortly") from exc
+    assert row is not None  # the api_* functions always return one row
+    return StoredResponse(status=row["o_status"], body=row["body"], replayed=row["o_replayed"])
 
 
 def as_jsonb(value: dict[str, Any] | None) -> str:

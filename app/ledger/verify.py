@@ -68,8 +68,8 @@ CHECKS: tuple[Check, ...] = (
         "a transaction's member and entries belong to the transaction's program",
         """
         SELECT t.id AS transaction_id
-          FROM transactions t JOIN members m ON m.id = t.member_id
-         WHERE m.program_id <> t.program_id
+          FROM transactions t LEFT JOIN members m ON m.id = t.member_id
+         WHERE t.member_id IS NOT NULL AND (m.id IS NULL OR m.program_id <> t.program_id)
         UNION ALL
         SELECT e.transaction_id FROM entries e JOIN transactions t ON t.id = e.transaction_id
          WHERE e.program_id <> t.program_id
