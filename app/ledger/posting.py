@@ -38,19 +38,29 @@ def api_call(function: str, *params: str) -> ApiCall:
     )
 
 
-async def run(conn: AsyncConnection, call: ApiCall, params: dict[str, Any]) -> StoredResponse:
-    """Run the call on the pooled connection's asyncpg driver directly (autocommit: the
-    statement is its own transaction): no SQL compilation or result wrapping on the hottest
-    path of the service, and asyncpg caches the prepared statement per connection."""
+async def _fetch(conn: AsyncConnection, method: str, sql: str, *args: Any) -> Any:
+    """One statement on the pooled connection's asyncpg driver, directly: autocommit makes the
+    statement its own transaction, there is no SQL compilation or result wrapping, and asyncpg
+    caches the prepared statement per connection. Errors are translated like everywhere else."""
     raw = await conn.get_raw_connection()
     driver: asyncpg.Connection = raw.driver_connection
     try:
-        row = await driver.fetchrow(call.sql, *(params[name] for name in call.params))
+        return await getattr(driver, method)(sql, *args)
     except asyncpg.PostgresError as exc:
         raise translate_driver_error(exc) or exc from exc
     except (OSError, asyncpg.InterfaceError) as exc:
         await conn.invalidate()  # the pool must not hand this connection out again
         raise errors.ServiceUnavailable("the database is unavailable; retry shortly") from exc
+
+
+async def fetch_value(conn: AsyncConnection, sql: str, *args: Any) -> Any:
+    """The first column of the first row of one statement (see `_fetch`)."""
+    return await _fetch(conn, "fetchval", sql, *args)
+
+
+async def run(conn: AsyncConnection, call: ApiCall, params: dict[str, Any]) -> StoredResponse:
+    """Run an `api_*` posting function: one round trip, one commit."""
+    row = await _fetch(conn, "fetchrow", call.sql, *(params[name] for name in call.params))
     assert row is not None  # the api_* functions always return one row
     return StoredResponse(status=row["o_status"], body=row["body"], replayed=row["o_replayed"])
 

@@ -54,5 +54,6 @@ async def get_member(
     external_id: MemberPath,
     caller: CanRead,
     conn: Annotated[AsyncConnection, Depends(get_autocommit_connection)],
-) -> Member:
-    return await service.get(conn, program=caller.program, external_id=external_id)
+) -> Response:
+    view = await service.get(conn, program=caller.program, external_id=external_id)
+    return Response(view, media_type="application/json")

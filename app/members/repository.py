@@ -69,16 +69,6 @@ async def find(
     )
 
 
-async def maintain(
-    conn: AsyncConnection | AsyncSession, *, program_id: int, member_id: int
-) -> None:
-    """Release the member's due pending points and expired holds (lazy maintenance)."""
-    await conn.execute(
-        text("SELECT member_maintain(:program_id, :member_id)"),
-        {"program_id": program_id, "member_id": member_id},
-    )
-
-
 async def member_id(
     conn: AsyncConnection | AsyncSession, *, program_id: int, external_id: str
 ) -> int | None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app import errors
-from app.ledger import idempotency
+from app.ledger import idempotency, posting
 from app.ledger.fingerprint import fingerprint
 from app.members import repository
-from app.members.schemas import EnrollMember, Member
+from app.members.schemas import EnrollMember
 from app.programs.models import Program
 
 
@@ -34,13 +34,12 @@ async def enroll(
     )
 
 
-async def get(conn: AsyncConnection, *, program: Program, external_id: str) -> Member:
-    """The member as of now: due pending points and expired holds are released first, so a
-    read never shows what the worker has not got round to yet."""
-    member_id = await repository.member_id(conn, program_id=program.id, external_id=external_id)
-    if member_id is not None:
-        await repository.maintain(conn, program_id=program.id, member_id=member_id)
-    member = await repository.find(conn, program_id=program.id, external_id=external_id)
-    if member is None:
+async def get(conn: AsyncConnection, *, program: Program, external_id: str) -> str:
+    """The member as of now, as JSON text (one round trip): due pending points and expired
+    holds are released first, so a read never shows what the worker has not got round to."""
+    view: str | None = await posting.fetch_value(
+        conn, "SELECT api_member_view($1, $2)::text", program.id, external_id
+    )
+    if view is None:
         raise errors.MemberNotFound(f"no member {external_id!r} in this program")
-    return member
+    return view

@@ -30,6 +30,16 @@ DECLARE
     err_state text;
     err_detail text;
 BEGIN
+    -- Lock the accounts of every known member of the batch up front, in ascending id order:
+    -- batches naming the same members in another order then queue instead of deadlocking.
+    PERFORM 1 FROM accounts a
+      JOIN members m ON m.id = a.member_id
+     WHERE m.program_id = p_program_id
+       AND m.external_id IN (SELECT DISTINCT value ->> 'member'
+                               FROM jsonb_array_elements(p_events))
+       AND a.program_id = p_program_id AND a.asset = 'points'
+     ORDER BY a.id
+       FOR NO KEY UPDATE OF a;
     FOR ev IN SELECT value FROM jsonb_array_elements(p_events) LOOP
         BEGIN
             SELECT * INTO r FROM api_move_points(

@@ -9,6 +9,7 @@ PostgreSQL 18), and every nested PL/pgSQL call costs its own setup. So:
     ids and debt in one index range scan, and calls member_maintain only when a due
     pending lot or an expired hold exists;
   * member_points_balance becomes PL/pgSQL, so its plan is cached per connection;
+  * the entries trigger checks balance with one index range scan per transaction;
   * transactions lose the foreign key to members: it took a KEY SHARE lock on the member's row
     for every posting (a write to that row, and MultiXacts when one member is hot). Tenancy
     is still enforced: the entries trigger checks every leg's account (program and owner),
@@ -28,6 +29,80 @@ depends_on = None
 
 UPGRADE = """
 ALTER TABLE transactions DROP CONSTRAINT transactions_member_id_program_id_fkey;
+
+-- The balance check, one index range scan per transaction inserted: as one join it let the
+-- planner pick a scan of the whole entries table once a few transactions had many legs.
+CREATE OR REPLACE FUNCTION check_new_entries() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    bad record;
+    txn bigint;
+BEGIN
+    SELECT n.transaction_id, n.leg, n.account_id INTO bad
+      FROM new_entries n
+      LEFT JOIN accounts a ON a.id = n.account_id
+     WHERE a.id IS NULL
+        OR a.program_id <> n.program_id
+        OR a.asset <> n.asset
+        OR a.member_id IS DISTINCT FROM n.member_id
+     LIMIT 1;
+    IF FOUND THEN
+        RAISE EXCEPTION USING
+            ERRCODE = 'PL002',
+            MESSAGE = format('entry %s/%s does not match account %s (program, asset or owner)',
+                             bad.transaction_id, bad.leg, bad.account_id);
+    END IF;
+
+    FOR txn IN SELECT DISTINCT transaction_id FROM new_entries LOOP
+        SELECT e.asset, sum(e.amount) AS total INTO bad
+          FROM entries e
+         WHERE e.transaction_id = txn
+         GROUP BY e.asset
+        HAVING sum(e.amount) <> 0
+         LIMIT 1;
+        IF FOUND THEN
+            RAISE EXCEPTION USING
+                ERRCODE = 'PL003',
+                MESSAGE = format('transaction %s is unbalanced: %s entries sum to %s',
+                                 txn, bad.asset, bad.total);
+        END IF;
+    END LOOP;
+    RETURN NULL;
+END $$;
+
+-- GET /v1/members/{id} in one call: lazy maintenance when due, then the member as JSON
+-- (NULL when there is no such member in the program).
+CREATE FUNCTION api_member_view(p_program_id bigint, p_external_id text)
+RETURNS jsonb LANGUAGE plpgsql AS $$
+DECLARE
+    v_member_id bigint;
+    result jsonb;
+BEGIN
+    SELECT id INTO v_member_id FROM members
+     WHERE program_id = p_program_id AND external_id = p_external_id;
+    IF v_member_id IS NULL THEN
+        RETURN NULL;
+    END IF;
+    IF EXISTS (SELECT 1 FROM pending_lots WHERE member_id = v_member_id AND remaining > 0
+                  AND release_at <= now())
+       OR EXISTS (SELECT 1 FROM holds WHERE member_id = v_member_id AND status = 'open'
+                     AND expires_at <= now()) THEN
+        PERFORM member_maintain(p_program_id, v_member_id);
+    END IF;
+    SELECT jsonb_build_object(
+        'external_id', m.external_id, 'birthday', m.birthday, 'attributes', m.attributes,
+        'created_at', m.created_at,
+        'balance', member_points_balance(p_program_id, m.id),
+        'pending_lots', coalesce(
+            (SELECT jsonb_agg(jsonb_build_object('points', l.remaining,
+                                                 'available_at', l.release_at,
+                                                 'order_id', l.order_id)
+                              ORDER BY l.release_at, l.id)
+               FROM pending_lots l WHERE l.member_id = m.id AND l.remaining > 0),
+            '[]'::jsonb))
+      INTO result
+      FROM members m WHERE m.id = v_member_id;
+    RETURN result;
+END $$;
 
 CREATE OR REPLACE FUNCTION member_points_balance(p_program_id bigint, p_member_id bigint)
 RETURNS jsonb LANGUAGE plpgsql STABLE AS $$
@@ -219,8 +294,15 @@ def downgrade() -> None:
     ]
     # member_points_balance is CREATE OR REPLACE in 0003 already
     restore.append(function_definition(checkout.FUNCTIONS, "member_points_balance"))
+    core = revision_module("0001_ledger_core.py")
+    restore.append(
+        function_definition(core.TRIGGERS, "check_new_entries").replace(
+            "CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1
+        )
+    )
     run_script(
-        "\n".join(restore)
+        "DROP FUNCTION api_member_view(bigint, text);\n"
+        + "\n".join(restore)
         + "\nALTER TABLE transactions ADD CONSTRAINT transactions_member_id_program_id_fkey"
         " FOREIGN KEY (member_id, program_id) REFERENCES members (id, program_id);"
     )
