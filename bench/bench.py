@@ -213,7 +213,7 @@ PGBENCH_EARN = r"""
 \set m random_zipfian(1, {members}, 1.01)
 \set k random(1, 9000000000000000)
 SELECT o_status FROM api_move_points({program}, 'pgb-' || :k, '\x00', 'earn', 'm' || :m, true,
-  10, 10, {issuance}, now(), NULL, NULL, '{{}}', NULL, NULL, NULL, NULL, NULL);
+  10, 10, {issuance}, now(), NULL, NULL, '{{}}', NULL, NULL, NULL, NULL, NULL, 0);
 """
 
 PGBENCH_BATCH = r"""

@@ -81,7 +81,7 @@ async def test_verify_passes_then_catches_a_tampered_projection_and_rebuild_repa
     try:
         account_id = await sql.fetchval(
             "UPDATE accounts SET balance = balance + 5 WHERE program_id = $1"
-            " AND kind = 'available' RETURNING id",
+            " AND kind = 'available' AND asset = 'points' RETURNING id",
             program.id,
         )
         drifted = await run_cli(database_url, "verify")

@@ -64,7 +64,7 @@ async def test_fifty_connections_posting_directly_in_sql(database_url, program, 
             try:
                 await pool.fetchrow(
                     "SELECT * FROM api_move_points($1, $2, '\\x00', 'redeem', 'sql-hot', false,"
-                    " -7, 7, $3, now(), NULL, NULL, '{}', NULL, NULL, NULL, NULL, NULL)",
+                    " -7, 7, $3, now(), NULL, NULL, '{}', NULL, NULL, NULL, NULL, NULL, 0)",
                     program.id,
                     f"sql-{i}-{new_key()}",
                     redemption,

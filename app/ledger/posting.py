@@ -38,14 +38,22 @@ def api_call(function: str, *params: str) -> ApiCall:
     )
 
 
+async def driver(conn: AsyncConnection) -> asyncpg.Connection:
+    """The asyncpg connection under a pooled SQLAlchemy connection. A transaction begun on it
+    (`async with driver.transaction()`) also holds the statements run through `conn` in
+    autocommit mode, which starts none of its own."""
+    raw = await conn.get_raw_connection()
+    connection: asyncpg.Connection = raw.driver_connection
+    return connection
+
+
 async def _fetch(conn: AsyncConnection, method: str, sql: str, *args: Any) -> Any:
     """One statement on the pooled connection's asyncpg driver, directly: autocommit makes the
     statement its own transaction, there is no SQL compilation or result wrapping, and asyncpg
     caches the prepared statement per connection. Errors are translated like everywhere else."""
-    raw = await conn.get_raw_connection()
-    driver: asyncpg.Connection = raw.driver_connection
+    connection = await driver(conn)
     try:
-        return await getattr(driver, method)(sql, *args)
+        return await getattr(connection, method)(sql, *args)
     except asyncpg.PostgresError as exc:
         raise translate_driver_error(exc) or exc from exc
     except (OSError, asyncpg.InterfaceError) as exc:

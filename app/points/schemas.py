@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from app.currency import is_currency
 from app.ledger.limits import MinorUnits, PositivePoints, SignedPoints
 from app.members.schemas import Balance
+from app.rules.engine import MAX_ITEMS, BreakdownLine, OrderItem
 from app.schemas import (
     ExternalId,
     IsoDateTime,
@@ -37,6 +38,12 @@ class Order(StrictModel):
     id: OrderId
     amount: MinorUnits = Field(description="Order total in minor units (cents for EUR).")
     currency: Currency
+    items: list[OrderItem] | None = Field(
+        default=None,
+        max_length=MAX_ITEMS,
+        description="Order lines, for rules by SKU or category (multipliers, exclusions). "
+        "With items, the items are what earns; without, the whole amount is one line.",
+    )
 
 
 class EarnRequest(StrictModel):
@@ -51,11 +58,19 @@ class EarnRequest(StrictModel):
     metadata: Metadata | None = None
     store_id: PosId | None = None
     terminal_id: PosId | None = None
+    channel: Literal["web", "pos", "app"] | None = Field(
+        default=None,
+        description="Sales channel for rules with a channel filter (default: `pos` when a "
+        "store or terminal is given, else `web`).",
+    )
 
     @model_validator(mode="after")
     def points_or_order(self) -> EarnRequest:
         if self.points is None and self.order is None:
             raise ValueError("give points, or an order to compute them from")
+        reserved = sorted(set(self.metadata or {}) & {"rules_version", "breakdown"})
+        if reserved:
+            raise ValueError(f"metadata keys {reserved} are reserved for the rules")
         return self
 
 
@@ -88,3 +103,12 @@ class PostingResponse(BaseModel):
     member: str
     points: int
     balance: Balance
+    rules_version: int | None = Field(
+        default=None, description="Earns computed by the rules: the rule-set version used."
+    )
+    breakdown: list[BreakdownLine] | None = Field(
+        default=None, description="Earns computed by the rules: which rule gave how many points."
+    )
+    qualifying: int | None = Field(
+        default=None, description="Qualifying credit of the earn (programs with tiers)."
+    )

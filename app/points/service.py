@@ -17,16 +17,21 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
+from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import errors
 from app.ledger import posting
 from app.ledger.fingerprint import fingerprint
 from app.ledger.idempotency import StoredResponse
+from app.points import earning
 from app.points.schemas import AdjustmentRequest, EarnRequest, RedeemRequest
 from app.programs.models import Program
+from app.rules import engine
 from app.rules.backdating import occurred_at_problem
-from app.rules.earn import base_rate_points
+from app.rules.dates import local_date
+from app.rules.engine import EarnResult, MemberContext
 from app.rules.pending import return_window_end
 
 _MOVE_POINTS = posting.api_call(
@@ -49,6 +54,7 @@ _MOVE_POINTS = posting.api_call(
     "pending_until",
     "store_id",
     "terminal_id",
+    "qualifying",
 )
 
 
@@ -70,6 +76,8 @@ class Move:
     pending_until: datetime | None = None
     store_id: str | None = None
     terminal_id: str | None = None
+    # credit to the `qualifying` asset (earns in programs with tiers)
+    qualifying: int = 0
 
 
 def move_params(program: Program, key: str, request_print: bytes, move: Move) -> dict[str, Any]:
@@ -93,6 +101,7 @@ def move_params(program: Program, key: str, request_print: bytes, move: Move) ->
         "pending_until": move.pending_until,
         "store_id": move.store_id,
         "terminal_id": move.terminal_id,
+        "qualifying": move.qualifying,
     }
 
 
@@ -121,29 +130,44 @@ def pending_until(program: Program, occurred_at: datetime) -> datetime | None:
     return return_window_end(occurred_at, program.pending_days)
 
 
-def earn_points(program: Program, request: EarnRequest) -> int:
-    """Explicit points win; otherwise the order earns at the program's base rate."""
-    if request.order is not None and request.order.currency != program.currency:
-        raise errors.CurrencyMismatch(
-            f"order is in {request.order.currency}, the program counts in {program.currency}"
-        )
-    if request.points is not None:
-        return request.points
-    assert request.order is not None  # the schema requires points or order
-    points = base_rate_points(request.order.amount, program.currency_exponent, program.base_rate)
-    if points <= 0:
-        raise errors.NothingToEarn(
-            f"an order of {request.order.amount} minor units earns no points at this base rate"
-        )
-    return points
+@dataclass(frozen=True)
+class Earning:
+    """An earn, computed: the ledger move, and the rules' result when the rules computed it."""
+
+    move: Move
+    result: EarnResult | None = None
+    order: engine.Order | None = None
 
 
-def earn_move(program: Program, request: EarnRequest, now: datetime) -> Move:
-    """The ledger move of an earn: issuance -> member (pending inside the return window)."""
+def plan_earn(
+    program: Program, request: EarnRequest, now: datetime, member: MemberContext | None = None
+) -> Earning:
+    """The move of an earn: explicit `points` as given, otherwise what the program's rules give
+    the order (for a member in the state `member`; without it, a member the rules know nothing
+    about). Points go to pending inside the return window."""
     occurred_at = _check_occurred_at(program, request.occurred_at, now)
-    points = earn_points(program, request)
     order = request.order
-    return Move(
+    if order is not None and order.currency != program.currency:
+        raise errors.CurrencyMismatch(
+            f"order is in {order.currency}, the program counts in {program.currency}"
+        )
+    result: EarnResult | None = None
+    rules_view: engine.Order | None = None
+    if request.points is not None:
+        points = request.points
+        earning_base = order.amount if order else 0
+        metadata = request.metadata
+    else:
+        rules_view = earning.rules_order(program, request, occurred_at)
+        result = earning.evaluate(program, rules_view, member or MemberContext())
+        points = result.total
+        if points <= 0:
+            raise errors.NothingToEarn(
+                f"under rules version {result.ruleset_version} this order earns no points"
+            )
+        earning_base = result.earning_base
+        metadata = earning.rules_metadata(result, request.metadata)
+    move = Move(
         kind="earn",
         member=request.member,
         member_delta=points,
@@ -152,13 +176,20 @@ def earn_move(program: Program, request: EarnRequest, now: datetime) -> Move:
         enroll=True,
         occurred_at=occurred_at,
         order_id=order.id if order else None,
-        metadata=request.metadata,
+        metadata=metadata,
         order_amount=order.amount if order else None,
         order_currency=order.currency if order else None,
         pending_until=pending_until(program, occurred_at) if order else None,
         store_id=request.store_id,
         terminal_id=request.terminal_id,
+        qualifying=earning.qualifying_credit(program, points, earning_base, order is not None),
     )
+    return Earning(move=move, result=result, order=rules_view)
+
+
+def earn_move(program: Program, request: EarnRequest, now: datetime) -> Move:
+    """The move of an earn whose rules need nothing from the member (see `plan_earn`)."""
+    return plan_earn(program, request, now).move
 
 
 def redeem_move(program: Program, request: RedeemRequest, now: datetime) -> Move:
@@ -181,8 +212,66 @@ def redeem_move(program: Program, request: RedeemRequest, now: datetime) -> Move
 async def earn(
     conn: AsyncConnection, *, program: Program, key: str, request: EarnRequest
 ) -> StoredResponse:
-    move = earn_move(program, request, datetime.now(UTC))
-    return await _post(conn, program, key, request_print("earn", request), move)
+    """Award points. When the rules need nothing from the member this is one statement;
+    otherwise see `_earn_for_member`."""
+    now = datetime.now(UTC)
+    fingerprint_ = request_print("earn", request)
+    if request.points is not None or not program.rules_need_member:
+        return await _post(conn, program, key, fingerprint_, earn_move(program, request, now))
+    return await _earn_for_member(conn, program, key, fingerprint_, request, now)
+
+
+_MEMBER_ID = text("SELECT id FROM members WHERE program_id = :program_id AND external_id = :member")
+_ENROLL = text("SELECT o_member_id FROM member_enroll(:program_id, :member, NULL, NULL)")
+_LOCK = text("SELECT lock_members(ARRAY[CAST(:member_id AS bigint)])")
+_KEY_USED = text(
+    "SELECT EXISTS (SELECT 1 FROM idempotency_keys WHERE program_id = :program_id AND key = :key)"
+)
+
+
+async def _earn_for_member(
+    conn: AsyncConnection,
+    program: Program,
+    key: str,
+    fingerprint_: bytes,
+    request: EarnRequest,
+    now: datetime,
+) -> StoredResponse:
+    """An earn whose rules depend on the member (tier multiplier, once-only bonuses, challenges,
+    daily caps, referrals): one database transaction holding the member's advisory lock, so
+    that what the rules read (the tier, what was awarded, what was earned today) cannot change
+    before the posting and the records of what it awarded are written. Once-only awards are
+    also refused twice by the primary key of `rule_awards`."""
+    from app.referrals.service import after_earn
+    from app.tiers.service import refresh_tier
+
+    driver = await posting.driver(conn)
+    async with driver.transaction():
+        ids = {"program_id": program.id, "member": request.member}
+        member_id = await conn.scalar(_MEMBER_ID, ids) or await conn.scalar(_ENROLL, ids)
+        await conn.execute(_LOCK, {"member_id": member_id})
+        if await conn.scalar(_KEY_USED, {"program_id": program.id, "key": key}):
+            # a replay (or a conflict): api_move_points answers it from the stored response
+            return await _post(conn, program, key, fingerprint_, earn_move(program, request, now))
+        today = local_date(now, program.timezone)
+        tier = await refresh_tier(conn, program, member_id, today)
+        occurred_at = _check_occurred_at(program, request.occurred_at, now)
+        view = earning.rules_order(program, request, occurred_at)
+        context = await earning.member_context(conn, program, member_id, view, tier)
+        plan = plan_earn(program, request, now, context)
+        stored = await _post(conn, program, key, fingerprint_, plan.move)
+        if stored.replayed or plan.result is None or plan.order is None:
+            return stored
+        transaction_id = int(orjson.loads(stored.body)["transaction_id"])
+        await earning.record_awards(
+            conn, program, member_id, plan.order, plan.result, transaction_id
+        )
+        await refresh_tier(conn, program, member_id, today)
+        if request.order is not None:
+            await after_earn(
+                conn, program, member_id, request.order.id, plan.result.earning_base, occurred_at
+            )
+        return stored
 
 
 async def redeem(

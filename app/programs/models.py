@@ -6,6 +6,11 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
+from app.rules.engine import RuleSet
+from app.rules.expiry import ExpiryPolicy
+from app.rules.referrals import ReferralPolicy
+from app.rules.tiers import TierProgram
+
 
 class Scope(StrEnum):
     EARN = "earn"
@@ -30,6 +35,29 @@ class Program:
     member_transfers: bool
     # ids of the program's points accounts, by kind (issuance, redemption, breakage)
     accounts: dict[str, int]
+    # IANA time zone: local days for rule windows, caps, tiers and expiry dates
+    timezone: str
+    # the current version of the earning rules
+    rules: RuleSet
+    expiry_policy: ExpiryPolicy
+    tier_program: TierProgram | None
+    referral_policy: ReferralPolicy | None
+
+    @property
+    def rules_need_member(self) -> bool:
+        """Do earns depend on the member's state (tier, once-only bonuses, challenges, caps per
+        day, referrals)? Then an earn is evaluated under the member's lock; otherwise the rules
+        see the order alone and the earn stays one statement."""
+        return (
+            self.tier_program is not None
+            or self.referral_policy is not None
+            or any(rule.kind in MEMBER_RULE_KINDS for rule in self.rules.rules)
+        )
+
+
+MEMBER_RULE_KINDS = frozenset(
+    {"first_purchase_bonus", "birthday_bonus", "frequency_challenge", "daily_cap"}
+)
 
 
 @dataclass(frozen=True)

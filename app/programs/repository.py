@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from decimal import Decimal
+from typing import TypeVar
 
+from pydantic import BaseModel, TypeAdapter
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app.programs.models import ApiKey, Program
+from app.rules.engine import RuleSet
+from app.rules.expiry import ExpiryPolicy
+from app.rules.referrals import ReferralPolicy
+from app.rules.tiers import TierProgram
 
 PROGRAM_ACCOUNT_KINDS = ("issuance", "redemption", "breakage")
 
@@ -16,8 +22,13 @@ _PROGRAM_COLUMNS = """
     p.id, p.slug, p.name, p.currency, p.currency_exponent, p.base_rate, p.point_value,
     p.max_backdate_days, p.pending_days, p.hold_ttl_seconds, p.return_policy, p.member_transfers,
     (SELECT jsonb_object_agg(a.kind, a.id) FROM accounts a
-      WHERE a.program_id = p.id AND a.member_id IS NULL AND a.asset = 'points') AS accounts
+      WHERE a.program_id = p.id AND a.member_id IS NULL AND a.asset = 'points') AS accounts,
+    p.timezone, p.expiry_policy, p.tier_program, p.referral_policy,
+    (SELECT r.definition FROM rule_sets r WHERE r.program_id = p.id
+      ORDER BY r.version DESC LIMIT 1) AS rules
 """
+
+_EXPIRY_POLICY: TypeAdapter[ExpiryPolicy] = TypeAdapter(ExpiryPolicy)
 
 
 def _program(row: object) -> Program:
@@ -35,7 +46,19 @@ def _program(row: object) -> Program:
         return_policy=row.return_policy,  # type: ignore[attr-defined]
         member_transfers=row.member_transfers,  # type: ignore[attr-defined]
         accounts=dict(row.accounts or {}),  # type: ignore[attr-defined]
+        timezone=row.timezone,  # type: ignore[attr-defined]
+        rules=RuleSet.model_validate(row.rules),  # type: ignore[attr-defined]
+        expiry_policy=_EXPIRY_POLICY.validate_python(row.expiry_policy),  # type: ignore[attr-defined]
+        tier_program=_optional(TierProgram, row.tier_program),  # type: ignore[attr-defined]
+        referral_policy=_optional(ReferralPolicy, row.referral_policy),  # type: ignore[attr-defined]
     )
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def _optional(model: type[M], value: object) -> M | None:
+    return None if value is None else model.model_validate(value)
 
 
 async def insert_program(

@@ -1,0 +1,242 @@
+"""How an earn request becomes points: the program's rules applied to the order and the member.
+
+The rules themselves are pure (`app.rules.engine.evaluate_earn`); this module builds their
+inputs from the request and the database, and records what a once-only rule gave, so that it
+does not give it again. Everything member-dependent runs inside the earn's database
+transaction, under the member's advisory lock (see `app.points.service.earn`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from app import errors
+from app.points.schemas import EarnRequest
+from app.programs.models import Program
+from app.rules import engine
+from app.rules.dates import local_date, start_of_day
+from app.rules.engine import EarnOverflow, EarnResult, MemberContext
+from app.rules.tiers import TierStatus
+
+RESERVED_METADATA = ("rules_version", "breakdown")
+_WHOLE_ORDER_SKU = "order"
+
+
+def channel_of(request: EarnRequest) -> engine.Channel:
+    """The sales channel: as given, else `pos` for a sale with a store or terminal, else `web`."""
+    if request.channel is not None:
+        return request.channel
+    return "pos" if request.store_id or request.terminal_id else "web"
+
+
+def rules_order(program: Program, request: EarnRequest, occurred_at: datetime) -> engine.Order:
+    """The order as the rules see it. Without `items`, the whole amount is one line."""
+    order = request.order
+    assert order is not None
+    items = order.items or (
+        engine.OrderItem(sku=_WHOLE_ORDER_SKU, quantity=1, unit_price=order.amount),
+    )
+    return engine.Order(
+        occurred_at=occurred_at,
+        channel=channel_of(request),
+        store_id=request.store_id,
+        currency_exponent=program.currency_exponent,
+        items=tuple(items),
+    )
+
+
+def evaluate(program: Program, order: engine.Order, member: MemberContext) -> EarnResult:
+    try:
+        return engine.evaluate_earn(program.rules, order, member)
+    except EarnOverflow as exc:
+        raise errors.AmountOutOfRange(str(exc)) from exc
+
+
+def rules_metadata(result: EarnResult, client: dict[str, Any] | None) -> dict[str, Any]:
+    """Transaction metadata of a rules-computed earn: the client's pairs, the rule-set version
+    and the breakdown (so a later rule change never rewrites why these points were given)."""
+    return {
+        **(client or {}),
+        "rules_version": result.ruleset_version,
+        "breakdown": [line.model_dump(mode="json") for line in result.breakdown],
+    }
+
+
+def qualifying_credit(program: Program, points: int, earning_base: int, has_order: bool) -> int:
+    """What an earn adds to the `qualifying` asset, in the unit of the program's tier metric:
+    the points earned (`qualifying_points`), the order's earning base in minor units (`spend`),
+    or 1 per order (`orders`). Nothing when the program has no tiers."""
+    tiers = program.tier_program
+    if tiers is None:
+        return 0
+    if tiers.metric == "qualifying_points":
+        return points
+    if not has_order:
+        return 0
+    return earning_base if tiers.metric == "spend" else 1
+
+
+def tier_multiplier(program: Program, status: TierStatus | None) -> Decimal:
+    if program.tier_program is None or status is None:
+        return Decimal(1)
+    for tier in program.tier_program.tiers:
+        if tier.code == status.tier:
+            return tier.earn_multiplier
+    return Decimal(1)
+
+
+@dataclass(frozen=True)
+class _Periods:
+    day: date
+    year: str
+    month: str
+
+
+def _periods(program: Program, order: engine.Order) -> _Periods:
+    day = local_date(order.occurred_at, program.rules.timezone)
+    return _Periods(day=day, year=f"{day.year:04d}", month=f"{day.year:04d}-{day.month:02d}")
+
+
+def _rule_ids(program: Program, kind: str) -> list[str]:
+    return [rule.id for rule in program.rules.rules if rule.kind == kind]
+
+
+_FIRST_PURCHASE = text(
+    "SELECT NOT EXISTS (SELECT 1 FROM transactions WHERE member_id = :member_id"
+    " AND kind = 'earn' AND order_id IS NOT NULL)"
+)
+_AWARDS = text(
+    "SELECT rule_id, period, purchases, awarded_on FROM rule_awards"
+    " WHERE member_id = :member_id AND rule_id = ANY(:rule_ids) AND period = ANY(:periods)"
+)
+_EARNED_BETWEEN = text(
+    """
+    SELECT coalesce(sum(e.amount), 0) FROM transactions t
+      JOIN entries e ON e.transaction_id = t.id AND e.member_id = t.member_id
+                    AND e.asset = 'points'
+     WHERE t.member_id = :member_id AND t.kind = 'earn'
+       AND t.occurred_at >= :start AND t.occurred_at < :end
+    """
+)
+
+
+async def member_context(
+    conn: AsyncConnection,
+    program: Program,
+    member_id: int | None,
+    order: engine.Order,
+    tier: TierStatus | None,
+) -> MemberContext:
+    """What the rules need to know about the member (`None`: not enrolled yet)."""
+    multiplier = tier_multiplier(program, tier)
+    if member_id is None:
+        return MemberContext(tier_multiplier=multiplier, is_first_purchase=True)
+    periods = _periods(program, order)
+    birthday_rules = _rule_ids(program, "birthday_bonus")
+    challenge_rules = _rule_ids(program, "frequency_challenge")
+    birthday = await conn.scalar(
+        text("SELECT birthday FROM members WHERE id = :id"), {"id": member_id}
+    )
+    awards = (
+        await conn.execute(
+            _AWARDS,
+            {
+                "member_id": member_id,
+                "rule_ids": birthday_rules + challenge_rules,
+                "periods": [periods.year, periods.month],
+            },
+        )
+    ).all()
+    last_birthday = max(
+        (a.awarded_on for a in awards if a.rule_id in birthday_rules and a.awarded_on),
+        default=None,
+    )
+    challenges = {
+        a.rule_id: engine.ChallengeState(purchases=a.purchases, awarded=a.awarded_on is not None)
+        for a in awards
+        if a.rule_id in challenge_rules and a.period == periods.month
+    }
+    earned_today = 0
+    if _rule_ids(program, "daily_cap"):
+        timezone = program.rules.timezone
+        earned_today = int(
+            await conn.scalar(
+                _EARNED_BETWEEN,
+                {
+                    "member_id": member_id,
+                    "start": start_of_day(periods.day, timezone),
+                    "end": start_of_day(periods.day + timedelta(days=1), timezone),
+                },
+            )
+            or 0
+        )
+    return MemberContext(
+        tier_multiplier=multiplier,
+        is_first_purchase=bool(await conn.scalar(_FIRST_PURCHASE, {"member_id": member_id})),
+        birthday=birthday,
+        last_birthday_bonus_on=last_birthday,
+        challenges=challenges,
+        points_earned_today=earned_today,
+    )
+
+
+# A once-only award is a plain INSERT: the primary key (member, rule, period) refuses a second
+# one, whatever happened to the lock. Challenge purchases count up on the month's row.
+_AWARD_ONCE = text(
+    "INSERT INTO rule_awards (program_id, member_id, rule_id, period, awarded_on, transaction_id)"
+    " VALUES (:program_id, :member_id, :rule_id, :period, :day, :txn)"
+)
+_COUNT_PURCHASE = text(
+    """
+    INSERT INTO rule_awards AS r (program_id, member_id, rule_id, period, purchases, awarded_on,
+                                  transaction_id)
+    VALUES (:program_id, :member_id, :rule_id, :period, 1,
+            CASE WHEN :awarded THEN CAST(:day AS date) END,
+            CASE WHEN :awarded THEN CAST(:txn AS bigint) END)
+    ON CONFLICT (member_id, rule_id, period) DO UPDATE
+       SET purchases = r.purchases + 1,
+           awarded_on = coalesce(r.awarded_on, excluded.awarded_on),
+           transaction_id = coalesce(r.transaction_id, excluded.transaction_id)
+    """
+)
+
+
+async def record_awards(
+    conn: AsyncConnection,
+    program: Program,
+    member_id: int,
+    order: engine.Order,
+    result: EarnResult,
+    transaction_id: int,
+) -> None:
+    """Remember the once-only bonuses and challenge purchases of a posted earn."""
+    periods = _periods(program, order)
+    kinds = {rule.id: rule.kind for rule in program.rules.rules}
+    base = {
+        "program_id": program.id,
+        "member_id": member_id,
+        "day": periods.day,
+        "txn": transaction_id,
+    }
+    for rule_id in result.challenge_purchases:
+        await conn.execute(
+            _COUNT_PURCHASE,
+            {
+                **base,
+                "rule_id": rule_id,
+                "period": periods.month,
+                "awarded": rule_id in result.awarded_once,
+            },
+        )
+    for rule_id in result.awarded_once:
+        kind = kinds.get(rule_id)
+        if kind == "first_purchase_bonus":
+            await conn.execute(_AWARD_ONCE, {**base, "rule_id": rule_id, "period": "once"})
+        elif kind == "birthday_bonus":
+            await conn.execute(_AWARD_ONCE, {**base, "rule_id": rule_id, "period": periods.year})
