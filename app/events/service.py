@@ -21,6 +21,8 @@ from app.events.schemas import EVENT, BatchResult, EarnEvent, EventResult
 from app.ledger import errors as ledger_errors
 from app.ledger.fingerprint import fingerprint
 from app.members.schemas import Balance
+from app.points import service as points
+from app.points.schemas import EarnRequest, RedeemRequest
 from app.points.service import Move, earn_move, move_params, redeem_move
 from app.programs.models import Program
 
@@ -98,9 +100,52 @@ def _outcome(event_id: str, outcome: dict[str, Any]) -> EventResult:
     )
 
 
+async def _post_one_by_one(
+    conn: AsyncConnection, program: Program, raw_events: list[dict[str, Any]]
+) -> list[EventResult]:
+    """Events of a program whose earning rules depend on the member (tiers, once-only bonuses,
+    challenges, daily caps, referrals): each goes through the single-event path, in order, so
+    that every earn sees what the events before it did to the member."""
+    results: list[EventResult] = []
+    for raw in raw_events:
+        raw_id = raw.get("id")
+        try:
+            event = EVENT.validate_python(raw)
+        except ValidationError as exc:
+            results.append(
+                _rejected(raw_id if isinstance(raw_id, str) else None, _validation_problem(exc))
+            )
+            continue
+        fields = event.model_dump(exclude={"id", "type"})
+        try:
+            if isinstance(event, EarnEvent):
+                stored = await points.earn(
+                    conn,
+                    program=program,
+                    key=event.id,
+                    request=EarnRequest.model_validate(fields),
+                )
+            else:
+                stored = await points.redeem(
+                    conn,
+                    program=program,
+                    key=event.id,
+                    request=RedeemRequest.model_validate(fields),
+                )
+        except errors.ApiError as exc:
+            results.append(_rejected(event.id, exc))
+            continue
+        body = stored.body if isinstance(stored.body, dict) else orjson.loads(stored.body)
+        status = "duplicate" if stored.replayed else "posted"
+        results.append(_outcome(event.id, {"status": status, "body": body}))
+    return results
+
+
 async def post_batch(
     conn: AsyncConnection, *, program: Program, raw_events: list[dict[str, Any]]
 ) -> BatchResult:
+    if program.rules_need_member:
+        return _summary(await _post_one_by_one(conn, program, raw_events))
     results, to_post = prepare(program, raw_events, datetime.now(UTC))
     if to_post:
         encoded = orjson.dumps([arguments for _, arguments in to_post]).decode()
@@ -108,7 +153,10 @@ async def post_batch(
         outcomes = orjson.loads(outcome_text or "[]")
         for (index, arguments), outcome in zip(to_post, outcomes, strict=True):
             results[index] = _outcome(arguments["key"], outcome)
-    final = [r for r in results if r is not None]
+    return _summary([r for r in results if r is not None])
+
+
+def _summary(final: list[EventResult]) -> BatchResult:
     return BatchResult(
         posted=sum(r.status == "posted" for r in final),
         duplicate=sum(r.status == "duplicate" for r in final),

@@ -8,6 +8,7 @@ transaction, under the member's advisory lock (see `app.points.service.earn`).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from decimal import Decimal
@@ -28,26 +29,40 @@ RESERVED_METADATA = ("rules_version", "breakdown")
 _WHOLE_ORDER_SKU = "order"
 
 
-def channel_of(request: EarnRequest) -> engine.Channel:
-    """The sales channel: as given, else `pos` for a sale with a store or terminal, else `web`."""
-    if request.channel is not None:
-        return request.channel
-    return "pos" if request.store_id or request.terminal_id else "web"
-
-
-def rules_order(program: Program, request: EarnRequest, occurred_at: datetime) -> engine.Order:
-    """The order as the rules see it. Without `items`, the whole amount is one line."""
-    order = request.order
-    assert order is not None
-    items = order.items or (
-        engine.OrderItem(sku=_WHOLE_ORDER_SKU, quantity=1, unit_price=order.amount),
-    )
+def rules_order(
+    program: Program,
+    *,
+    occurred_at: datetime,
+    amount: int,
+    items: Sequence[engine.OrderItem] | None,
+    channel: engine.Channel | None,
+    store_id: str | None,
+    terminal_id: str | None = None,
+) -> engine.Order:
+    """The order as the rules see it. Without `items`, the whole amount is one line. Without a
+    channel, a sale with a store or terminal is `pos`, anything else `web`."""
+    lines = items or [engine.OrderItem(sku=_WHOLE_ORDER_SKU, quantity=1, unit_price=amount)]
     return engine.Order(
         occurred_at=occurred_at,
-        channel=channel_of(request),
-        store_id=request.store_id,
+        channel=channel or ("pos" if store_id or terminal_id else "web"),
+        store_id=store_id,
         currency_exponent=program.currency_exponent,
-        items=tuple(items),
+        items=tuple(lines),
+    )
+
+
+def order_of(program: Program, request: EarnRequest, occurred_at: datetime) -> engine.Order:
+    """The rules' view of an earn request's order."""
+    order = request.order
+    assert order is not None
+    return rules_order(
+        program,
+        occurred_at=occurred_at,
+        amount=order.amount,
+        items=order.items,
+        channel=request.channel,
+        store_id=request.store_id,
+        terminal_id=request.terminal_id,
     )
 
 

@@ -158,7 +158,7 @@ def plan_earn(
         earning_base = order.amount if order else 0
         metadata = request.metadata
     else:
-        rules_view = earning.rules_order(program, request, occurred_at)
+        rules_view = earning.order_of(program, request, occurred_at)
         result = earning.evaluate(program, rules_view, member or MemberContext())
         points = result.total
         if points <= 0:
@@ -256,7 +256,7 @@ async def _earn_for_member(
         today = local_date(now, program.timezone)
         tier = await refresh_tier(conn, program, member_id, today)
         occurred_at = _check_occurred_at(program, request.occurred_at, now)
-        view = earning.rules_order(program, request, occurred_at)
+        view = earning.order_of(program, request, occurred_at)
         context = await earning.member_context(conn, program, member_id, view, tier)
         plan = plan_earn(program, request, now, context)
         stored = await _post(conn, program, key, fingerprint_, plan.move)

@@ -2,37 +2,38 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
-from app.ledger.limits import MAX_AMOUNT, MinorUnits, PositivePoints
+from app.ledger.limits import MAX_AMOUNT, PositivePoints
 from app.members.schemas import Balance
 from app.points.schemas import Currency
-from app.schemas import ExternalId, Money, StrictModel, Text
-
-
-class QuoteItem(StrictModel):
-    sku: Text = Field(min_length=1, max_length=128)
-    category: Text | None = Field(default=None, max_length=128)
-    quantity: int = Field(strict=True, gt=0, le=1_000_000)
-    unit_price: MinorUnits
+from app.rules.engine import MAX_ITEMS, BreakdownLine, OrderItem
+from app.schemas import ExternalId, IsoDateTime, Money, PosId, StrictModel
 
 
 class QuoteOrder(StrictModel):
     amount: int = Field(strict=True, ge=0, le=MAX_AMOUNT, description="Minor units.")
     currency: Currency
-    items: list[QuoteItem] | None = Field(default=None, max_length=500)
+    items: list[OrderItem] | None = Field(default=None, max_length=MAX_ITEMS)
 
 
 class QuoteRequest(StrictModel):
     member: ExternalId
     order: QuoteOrder
     redeem_points: PositivePoints | None = None
+    occurred_at: IsoDateTime | None = Field(default=None, description="Default: now.")
+    store_id: PosId | None = None
+    channel: Literal["web", "pos", "app"] | None = None
 
 
 class Quote(BaseModel):
     member: str
     known_member: bool = Field(description="False: the member would be enrolled by the earn.")
-    earn_points: int = Field(description="Points this order would earn at the base rate.")
+    earn_points: int = Field(description="Points this order would earn under the current rules.")
+    rules_version: int = Field(description="The rule-set version the quote was computed with.")
+    breakdown: list[BreakdownLine] = Field(description="Which rule would give how many points.")
     earn_pending: bool = Field(description="True: they would wait out the return window.")
     redeemable_points: int = Field(description="Points the member can redeem now.")
     redeemable_value: Money

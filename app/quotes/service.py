@@ -2,19 +2,24 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import errors
+from app.ledger.posting import driver
 from app.members.schemas import Balance
+from app.points import earning
 from app.programs.models import Program
 from app.quotes.schemas import Quote, QuoteRequest
-from app.rules.earn import base_rate_points
+from app.rules.dates import local_date
+from app.rules.engine import EarnResult, MemberContext
 from app.rules.money import points_value
 from app.schemas import Money
 
 # The balance as lazy maintenance would leave it: due pending points and expired holds are
-# counted as available, without writing anything.
+# counted as available, and lots past their expiry are gone, without writing anything.
 _BALANCE_NOW = text(
     """
     SELECT coalesce(sum(a.balance) FILTER (WHERE a.kind IN ('available', 'debt')), 0) AS available,
@@ -23,7 +28,10 @@ _BALANCE_NOW = text(
            (SELECT coalesce(sum(remaining), 0) FROM pending_lots
              WHERE member_id = m.id AND remaining > 0 AND release_at <= now()) AS due,
            (SELECT coalesce(sum(points), 0) FROM holds
-             WHERE member_id = m.id AND status = 'open' AND expires_at <= now()) AS expired
+             WHERE member_id = m.id AND status = 'open' AND expires_at <= now()) AS expired,
+           (SELECT coalesce(sum(remaining), 0) FROM lots
+             WHERE member_id = m.id AND remaining > 0 AND expires_at <= now()) AS lapsed,
+           m.id AS member_id
       FROM members m JOIN accounts a ON a.member_id = m.id AND a.asset = 'points'
      WHERE m.program_id = :program_id AND m.external_id = :external_id
      GROUP BY m.id
@@ -56,10 +64,11 @@ async def quote(conn: AsyncConnection, *, program: Program, request: QuoteReques
     ).one_or_none()
     available, pending, held = 0, 0, 0
     if row is not None:
-        available = row.available + row.due + row.expired
+        available = row.available + row.due + row.expired - row.lapsed
         pending = row.pending - row.due
         held = row.held - row.expired
-    earn = base_rate_points(order.amount, program.currency_exponent, program.base_rate)
+    result = await _earn(conn, program, request, None if row is None else row.member_id)
+    earn = result.total
     earn_pending = earn > 0 and program.pending_days > 0
     redeem = request.redeem_points
     allowed = None if redeem is None else redeem <= available
@@ -71,6 +80,8 @@ async def quote(conn: AsyncConnection, *, program: Program, request: QuoteReques
         member=request.member,
         known_member=row is not None,
         earn_points=earn,
+        rules_version=result.ruleset_version,
+        breakdown=list(result.breakdown),
         earn_pending=earn_pending,
         redeemable_points=redeemable,
         redeemable_value=Money(
@@ -84,3 +95,40 @@ async def quote(conn: AsyncConnection, *, program: Program, request: QuoteReques
         balance=balance_of(program, available, pending, held),
         balance_after=balance_of(program, after_available, after_pending, held),
     )
+
+
+class _DryRun(Exception):
+    """Raised to roll back the quote's transaction: a quote writes nothing."""
+
+
+async def _earn(
+    conn: AsyncConnection, program: Program, request: QuoteRequest, member_id: int | None
+) -> EarnResult:
+    """What the order would earn, by the same rules and member state as a real earn. The tier
+    is evaluated to today inside a transaction that is rolled back."""
+    now = datetime.now(UTC)
+    order = request.order
+    view = earning.rules_order(
+        program,
+        occurred_at=request.occurred_at or now,
+        amount=order.amount,
+        items=order.items,
+        channel=request.channel,
+        store_id=request.store_id,
+    )
+    if member_id is None or not program.rules_need_member:
+        context = MemberContext(is_first_purchase=member_id is None)
+        return earning.evaluate(program, view, context)
+    from app.tiers.service import refresh_tier
+
+    result: EarnResult | None = None
+    try:
+        async with (await driver(conn)).transaction():
+            tier = await refresh_tier(conn, program, member_id, local_date(now, program.timezone))
+            context = await earning.member_context(conn, program, member_id, view, tier)
+            result = earning.evaluate(program, view, context)
+            raise _DryRun
+    except _DryRun:
+        pass
+    assert result is not None
+    return result
