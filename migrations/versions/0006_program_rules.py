@@ -745,10 +745,13 @@ SELECT p.id, 1, jsonb_build_object(
            'rules', jsonb_build_array(jsonb_build_object(
                'id', 'base', 'kind', 'base_rate', 'points_per_unit', p.base_rate::text)))
   FROM programs p;
+-- (ON CONFLICT: a downgrade leaves qualifying accounts behind, accounts being undeletable)
 INSERT INTO accounts (program_id, asset, kind)
-SELECT p.id, 'qualifying', 'issuance' FROM programs p;
+SELECT p.id, 'qualifying', 'issuance' FROM programs p
+    ON CONFLICT ON CONSTRAINT one_account_per_kind DO NOTHING;
 INSERT INTO accounts (program_id, member_id, asset, kind, balance)
-SELECT m.program_id, m.id, 'qualifying', 'available', 0 FROM members m;
+SELECT m.program_id, m.id, 'qualifying', 'available', 0 FROM members m
+    ON CONFLICT ON CONSTRAINT one_account_per_kind DO NOTHING;
 -- Points available before lots existed: one opening lot per member, which never expires.
 INSERT INTO lots (program_id, member_id, transaction_id, earned_at, expires_at, points, remaining)
 SELECT a.program_id, a.member_id, NULL, now(), NULL, a.balance, a.balance
