@@ -243,7 +243,8 @@ def worker(
     once: Annotated[bool, typer.Option(help="Run one pass and exit.")] = False,
     interval: Annotated[float, typer.Option(min=0.1, help="Seconds between passes.")] = 5.0,
 ) -> None:
-    """Release due pending points and expired holds (safe to run several at once)."""
+    """Release due pending points and expired holds, and expire due points (safe to run several
+    at once)."""
     configure_logging(get_settings().log_level, get_settings().log_json)
 
     async def work(database: Database) -> None:
@@ -251,8 +252,10 @@ def worker(
             outcome = await jobs.run_pass(database)
             console.print(
                 f"released work for {outcome.members} member(s): {outcome.postings} posting(s),"
-                f" {outcome.skipped} skipped (busy)"
+                f" {outcome.skipped} skipped (busy), {outcome.failed} failed"
             )
+            if outcome.failed:
+                raise typer.Exit(code=1)
             return
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -348,14 +351,14 @@ def verify() -> None:
 
 @cli.command()
 def rebuild() -> None:
-    """Recompute every projection (member balances) from the ledger alone."""
+    """Recompute every projection (member balances, lots, tier statuses) from the ledger."""
 
     async def work(database: Database) -> int:
         async with database.engine.begin() as conn:
             return await rebuild_projections(conn)
 
     corrected = _run_with_database(work, migrate_first=False)
-    console.print(f"projections rebuilt; {corrected} account balance(s) corrected")
+    console.print(f"projections rebuilt; {corrected} row(s) corrected")
 
 
 async def _demo_key(database: Database) -> CreatedKey:

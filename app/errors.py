@@ -291,3 +291,84 @@ class SameMember(ApiError):
 
 class TransfersDisabled(Forbidden):
     code, title = "transfers_disabled", "Member transfers need the admin scope in this program"
+
+
+class ReferralCodeUnknown(ApiError):
+    status, code, title = 422, "referral_code_unknown", "No member of this program has that code"
+
+
+class ReferralRefused(ApiError):
+    """A referral link the abuse controls refuse (app.rules.referrals.check_link)."""
+
+    status, code, title = 422, "referral_refused", "The referral is not allowed"
+
+
+class SelfReferral(ReferralRefused):
+    code, title = "self_referral", "A member cannot refer itself"
+
+
+class SelfReferralEmail(ReferralRefused):
+    code, title = "self_referral_email", "The referrer has the same e-mail address"
+
+
+class SelfReferralPhone(ReferralRefused):
+    code, title = "self_referral_phone", "The referrer has the same phone number"
+
+
+class AlreadyReferred(ReferralRefused):
+    code, title = "already_referred", "The member already has a referrer"
+
+
+class AlreadyEnrolled(ReferralRefused):
+    code, title = "already_enrolled", "A referral code only counts when the member enrols"
+
+
+class RuleNotFound(NotFound):
+    code, title = "rule_not_found", "No rule with that id in the current rules"
+
+
+class RulesVersionNotFound(NotFound):
+    code, title = "rules_version_not_found", "No such version of the program's rules"
+
+
+class RuleExists(Conflict):
+    code, title = "rule_exists", "A rule with that id already exists"
+
+
+class VersionConflict(Conflict):
+    """Another change of the rules was written first from the same version (retry)."""
+
+    code, title = "version_conflict", "The rules changed concurrently; read them and retry"
+
+
+class VersionMismatch(ApiError):
+    """`If-Match` (or an echoed version) names something other than the current version."""
+
+    status, code, title = 412, "version_mismatch", "The resource changed since that version"
+
+
+class CurrencyImmutable(ApiError):
+    status, code, title = 422, "currency_immutable", "A program's currency cannot change"
+
+
+class ReadOnlyField(ApiError):
+    status, code, title = 422, "read_only_field", "A read-only field was given another value"
+
+
+class RuleKindImmutable(ApiError):
+    status, code, title = 422, "rule_kind_immutable", "A rule's kind and id cannot change"
+
+
+class TiersNotConfigured(Conflict):
+    """A tier endpoint in a program without tiers (`tier_program` unset): 409, the request is
+    fine but the program's configuration does not allow it."""
+
+    code, title = "tiers_not_configured", "This program has no tiers"
+
+
+class UnknownTier(ApiError):
+    status, code, title = 422, "unknown_tier", "The program has no tier with that code"
+
+
+class MembershipTermInvalid(ApiError):
+    status, code, title = 422, "membership_term_invalid", "The membership's term is not valid"

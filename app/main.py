@@ -13,6 +13,7 @@ from app import errors
 from app.config import Settings, get_settings
 from app.db import Database, resolve_database_url
 from app.events.endpoints import router as events_router
+from app.expiry.endpoints import router as expiry_router
 from app.health.endpoints import router as health_router
 from app.holds.endpoints import router as holds_router
 from app.ledger import errors as ledger_errors
@@ -22,7 +23,11 @@ from app.middleware import BodySizeLimit
 from app.orders.endpoints import router as orders_router
 from app.points.endpoints import router as points_router
 from app.programs.auth import AuthCaches
+from app.programs.endpoints import router as program_router
 from app.quotes.endpoints import router as quotes_router
+from app.referrals.endpoints import router as referrals_router
+from app.rules.endpoints import router as rules_router
+from app.tiers.endpoints import router as tiers_router
 from app.transactions.endpoints import router as transactions_router
 from app.transfers.endpoints import router as transfers_router
 
@@ -77,6 +82,11 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     app.include_router(transfers_router)
     app.include_router(quotes_router)
     app.include_router(events_router)
+    app.include_router(expiry_router)
+    app.include_router(referrals_router)
+    app.include_router(program_router)
+    app.include_router(rules_router)
+    app.include_router(tiers_router)
     app.add_middleware(BodySizeLimit, max_bytes=settings.max_body_bytes)
     return app
 

@@ -92,7 +92,7 @@ async def test_verify_passes_then_catches_a_tampered_projection_and_rebuild_repa
 
         rebuilt = await run_cli(database_url, "rebuild")
         assert rebuilt.returncode == 0, rebuilt.stderr
-        assert "1 account balance(s) corrected" in rebuilt.stdout
+        assert "1 row(s) corrected" in rebuilt.stdout
         assert await sql.fetchval("SELECT balance FROM accounts WHERE id = $1", account_id) == 100
     finally:
         await sql.close()
@@ -117,7 +117,7 @@ async def test_verify_catches_a_disabled_append_only_trigger(database_url):
 async def test_rebuild_on_a_clean_ledger_changes_nothing(database_url):
     result = await run_cli(database_url, "rebuild")
     assert result.returncode == 0, result.stderr
-    assert "0 account balance(s) corrected" in result.stdout
+    assert "0 row(s) corrected" in result.stdout
 
 
 async def test_migrate_is_idempotent(database_url):

@@ -67,7 +67,9 @@ async def earn_order(
 
 
 def lines(response: httpx.Response) -> dict[str, int]:
-    return {line["rule_id"] or line["kind"]: line["points"] for line in response.json()["breakdown"]}
+    return {
+        line["rule_id"] or line["kind"]: line["points"] for line in response.json()["breakdown"]
+    }
 
 
 async def test_a_new_program_earns_at_its_base_rate_as_rule_version_1(client, program, sql):
@@ -79,7 +81,9 @@ async def test_a_new_program_earns_at_its_base_rate_as_rule_version_1(client, pr
     assert body["rules_version"] == 1
     assert body["breakdown"] == [{"rule_id": "base", "kind": "base_rate", "points": 12}]
     metadata = json.loads(
-        await sql.fetchval("SELECT metadata FROM transactions WHERE id = $1", body["transaction_id"])
+        await sql.fetchval(
+            "SELECT metadata FROM transactions WHERE id = $1", body["transaction_id"]
+        )
     )
     assert metadata["rules_version"] == 1
     assert metadata["breakdown"] == body["breakdown"]
@@ -93,8 +97,12 @@ async def test_items_multipliers_and_exclusions(app, client, program, sql):
         [
             {"id": "no-gift-cards", "kind": "exclusion", "categories": ["gift-card"]},
             BASE,
-            {"id": "coffee-x2", "kind": "item_multiplier", "categories": ["coffee"],
-             "multiplier": "2"},
+            {
+                "id": "coffee-x2",
+                "kind": "item_multiplier",
+                "categories": ["coffee"],
+                "multiplier": "2",
+            },
         ],
     )
     items = [
@@ -117,13 +125,30 @@ async def test_campaign_window_channel_and_store_filters(app, client, program, s
         program,
         [
             BASE,
-            {"id": "weekend-x2", "kind": "campaign_multiplier", "multiplier": "2",
-             "window": {"starts_on": "2026-01-01", "ends_on": "2026-12-31",
-                        "weekdays": ["sat", "sun"]}},
-            {"id": "app-bonus", "kind": "campaign_bonus", "points": 50, "channels": ["app"],
-             "window": {"starts_on": "2020-01-01", "ends_on": "2099-12-31"}},
-            {"id": "store-7", "kind": "campaign_bonus", "points": 7, "stores": ["S7"],
-             "window": {"starts_on": "2020-01-01", "ends_on": "2099-12-31"}},
+            {
+                "id": "weekend-x2",
+                "kind": "campaign_multiplier",
+                "multiplier": "2",
+                "window": {
+                    "starts_on": "2026-01-01",
+                    "ends_on": "2026-12-31",
+                    "weekdays": ["sat", "sun"],
+                },
+            },
+            {
+                "id": "app-bonus",
+                "kind": "campaign_bonus",
+                "points": 50,
+                "channels": ["app"],
+                "window": {"starts_on": "2020-01-01", "ends_on": "2099-12-31"},
+            },
+            {
+                "id": "store-7",
+                "kind": "campaign_bonus",
+                "points": 7,
+                "stores": ["S7"],
+                "window": {"starts_on": "2020-01-01", "ends_on": "2099-12-31"},
+            },
         ],
         max_backdate_days=3650,
     )
@@ -141,7 +166,9 @@ async def test_campaign_window_channel_and_store_filters(app, client, program, s
 
 async def test_first_purchase_bonus_is_given_once(app, client, program, sql):
     await set_rules(
-        app, sql, program,
+        app,
+        sql,
+        program,
         [BASE, {"id": "welcome", "kind": "first_purchase_bonus", "points": 100}],
     )
     first = await earn_order(client, program, "dan", 500)
@@ -156,11 +183,11 @@ async def test_first_purchase_bonus_is_given_once(app, client, program, sql):
     assert [(a["rule_id"], a["period"]) for a in awards] == [("welcome", "once")]
 
 
-async def test_first_purchase_bonus_once_under_concurrent_first_orders(
-    app, client, program, sql
-):
+async def test_first_purchase_bonus_once_under_concurrent_first_orders(app, client, program, sql):
     await set_rules(
-        app, sql, program,
+        app,
+        sql,
+        program,
         [BASE, {"id": "welcome", "kind": "first_purchase_bonus", "points": 100}],
     )
     responses = await asyncio.gather(*(earn_order(client, program, "eve", 500) for _ in range(12)))
@@ -173,7 +200,9 @@ async def test_first_purchase_bonus_once_under_concurrent_first_orders(
 
 async def test_birthday_bonus_once_per_year_in_the_birthday_month(app, client, program, sql):
     await set_rules(
-        app, sql, program,
+        app,
+        sql,
+        program,
         [BASE, {"id": "bday", "kind": "birthday_bonus", "points": 250, "on": "month"}],
         max_backdate_days=3650,
     )
@@ -197,9 +226,19 @@ async def test_frequency_challenge_pays_on_the_third_purchase_of_the_month(
     app, client, program, sql
 ):
     await set_rules(
-        app, sql, program,
-        [BASE, {"id": "three", "kind": "frequency_challenge", "purchases": 3, "points": 200,
-                "min_order_amount": 1000}],
+        app,
+        sql,
+        program,
+        [
+            BASE,
+            {
+                "id": "three",
+                "kind": "frequency_challenge",
+                "purchases": 3,
+                "points": 200,
+                "min_order_amount": 1000,
+            },
+        ],
         max_backdate_days=3650,
     )
     dates = ["2026-10-01", "2026-10-09", "2026-10-09", "2026-10-20", "2026-10-25", "2026-11-02"]
@@ -214,10 +253,14 @@ async def test_frequency_challenge_pays_on_the_third_purchase_of_the_month(
 
 async def test_order_cap_and_daily_cap(app, client, program, sql):
     await set_rules(
-        app, sql, program,
-        [BASE,
-         {"id": "cap-order", "kind": "order_cap", "max_points": 80},
-         {"id": "cap-day", "kind": "daily_cap", "max_points": 150}],
+        app,
+        sql,
+        program,
+        [
+            BASE,
+            {"id": "cap-order", "kind": "order_cap", "max_points": 80},
+            {"id": "cap-day", "kind": "daily_cap", "max_points": 150},
+        ],
     )
     first = await earn_order(client, program, "hal", 10000)  # 100 -> capped at 80
     second = await earn_order(client, program, "hal", 6000)  # 60, day total 140
@@ -244,8 +287,12 @@ async def test_best_multiplier_mode(app, client, program, sql):
     rules = [
         BASE,
         {"id": "coffee-x2", "kind": "item_multiplier", "categories": ["coffee"], "multiplier": "2"},
-        {"id": "all-x3", "kind": "campaign_multiplier", "multiplier": "3",
-         "window": {"starts_on": "2020-01-01", "ends_on": "2099-12-31"}},
+        {
+            "id": "all-x3",
+            "kind": "campaign_multiplier",
+            "multiplier": "3",
+            "window": {"starts_on": "2020-01-01", "ends_on": "2099-12-31"},
+        },
     ]
     items = [{"sku": "latte", "category": "coffee", "quantity": 1, "unit_price": 1000}]
     await set_rules(app, sql, program, rules, multiplier_mode="stack")
@@ -269,15 +316,19 @@ async def test_a_rule_change_never_rewrites_earlier_earns(app, client, program, 
 
 async def test_replaying_an_earn_replays_the_breakdown(app, client, program, sql):
     await set_rules(
-        app, sql, program,
+        app,
+        sql,
+        program,
         [BASE, {"id": "welcome", "kind": "first_purchase_bonus", "points": 100}],
     )
     key = new_key()
     order = {"id": "o-replay", "amount": 1000, "currency": EUR}
-    first = await client.post("/v1/earn", json={"member": "lu", "order": order},
-                              headers=program.write_headers(key))
-    again = await client.post("/v1/earn", json={"member": "lu", "order": order},
-                              headers=program.write_headers(key))
+    first = await client.post(
+        "/v1/earn", json={"member": "lu", "order": order}, headers=program.write_headers(key)
+    )
+    again = await client.post(
+        "/v1/earn", json={"member": "lu", "order": order}, headers=program.write_headers(key)
+    )
     assert first.status_code == again.status_code == 201
     assert again.headers["Idempotent-Replayed"] == "true"
     assert again.json() == first.json()
@@ -287,21 +338,24 @@ async def test_replaying_an_earn_replays_the_breakdown(app, client, program, sql
 async def test_metadata_keys_of_the_rules_are_reserved(client, program, sql):
     response = await earn_order(client, program, "mo", 1000, metadata={"breakdown": "x"})
     assert response.status_code == 422
-    assert await sql.fetchval("SELECT count(*) FROM transactions WHERE program_id = $1",
-                              program.id) == 0
+    assert (
+        await sql.fetchval("SELECT count(*) FROM transactions WHERE program_id = $1", program.id)
+        == 0
+    )
 
 
 async def test_quote_matches_the_earn_and_writes_nothing(app, client, program, sql):
     await set_rules(
-        app, sql, program,
+        app,
+        sql,
+        program,
         [BASE, {"id": "welcome", "kind": "first_purchase_bonus", "points": 100}],
     )
     quote_body = {"member": "ned", "order": {"amount": 2000, "currency": EUR}}
     quote = await client.post("/v1/quotes", json=quote_body, headers=program.headers)
     assert quote.status_code == 200, quote.text
     assert quote.json()["earn_points"] == 120
-    assert await sql.fetchval("SELECT count(*) FROM members WHERE program_id = $1",
-                              program.id) == 0
+    assert await sql.fetchval("SELECT count(*) FROM members WHERE program_id = $1", program.id) == 0
     earned = await earn_order(client, program, "ned", 2000)
     assert quote.json()["breakdown"] == earned.json()["breakdown"]
     second_quote = await client.post("/v1/quotes", json=quote_body, headers=program.headers)
@@ -310,21 +364,29 @@ async def test_quote_matches_the_earn_and_writes_nothing(app, client, program, s
 
 async def test_batched_events_see_each_other_under_member_rules(app, client, program, sql):
     await set_rules(
-        app, sql, program,
+        app,
+        sql,
+        program,
         [BASE, {"id": "welcome", "kind": "first_purchase_bonus", "points": 100}],
     )
     events = [
-        {"id": f"e-{i}-{new_key()}", "type": "earn", "member": "oz",
-         "order": {"id": f"o-b-{i}", "amount": 1000, "currency": EUR}}
+        {
+            "id": f"e-{i}-{new_key()}",
+            "type": "earn",
+            "member": "oz",
+            "order": {"id": f"o-b-{i}", "amount": 1000, "currency": EUR},
+        }
         for i in range(3)
     ]
     events.append({"id": f"e-r-{new_key()}", "type": "redeem", "member": "oz", "points": 125})
-    response = await client.post("/v1/events/batch", json={"events": events},
-                                 headers=program.write_headers())
+    response = await client.post(
+        "/v1/events/batch", json={"events": events}, headers=program.write_headers()
+    )
     assert response.status_code == 200, response.text
     results = response.json()["results"]
     assert [r["status"] for r in results] == ["posted"] * 4
     assert [r["points"] for r in results] == [110, 10, 10, 125]
-    again = await client.post("/v1/events/batch", json={"events": events},
-                              headers=program.write_headers())
+    again = await client.post(
+        "/v1/events/batch", json={"events": events}, headers=program.write_headers()
+    )
     assert [r["status"] for r in again.json()["results"]] == ["duplicate"] * 4

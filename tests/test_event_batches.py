@@ -95,7 +95,8 @@ async def test_a_thousand_events_in_one_batch(client, program, sql):
     body = (await post(client, program, events)).json()
     assert body["posted"] == 1000
     total = await sql.fetchval(
-        "SELECT sum(balance) FROM accounts WHERE program_id = $1 AND kind = 'available' AND asset = 'points'",
+        "SELECT sum(balance) FROM accounts WHERE program_id = $1 AND kind = 'available'"
+        " AND asset = 'points'",
         program.id,
     )
     assert total == sum(1 + i % 7 for i in range(1000))

@@ -146,7 +146,8 @@ async def test_a_member_balance_cannot_go_below_zero_even_by_hand(client, progra
     with pytest.raises(asyncpg.CheckViolationError, match="no_overdraft"):
         await sql.execute(
             "UPDATE accounts SET balance = balance - 11"
-            " WHERE program_id = $1 AND member_id IS NOT NULL AND kind = 'available' AND asset = 'points'",
+            " WHERE program_id = $1 AND member_id IS NOT NULL AND kind = 'available'"
+            " AND asset = 'points'",
             program.id,
         )
 
@@ -154,7 +155,8 @@ async def test_a_member_balance_cannot_go_below_zero_even_by_hand(client, progra
 async def test_posting_more_than_available_raises_and_posts_nothing(client, program, sql):
     await _posted(client, program, "carol", 10)
     available, redemption = await sql.fetchrow(
-        "SELECT (SELECT id FROM accounts WHERE program_id = $1 AND kind = 'available' AND asset = 'points'),"
+        "SELECT (SELECT id FROM accounts WHERE program_id = $1 AND kind = 'available'"
+        " AND asset = 'points'),"
         " (SELECT id FROM accounts WHERE program_id = $1 AND kind = 'redemption')",
         program.id,
     )

@@ -12,6 +12,8 @@ from typing import Any
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from app.tiers.projection import tier_drift
+
 SAMPLE = 20
 
 
@@ -31,7 +33,8 @@ CHECKS: tuple[Check, ...] = (
         SELECT expected.name AS missing_or_disabled_trigger
           FROM unnest(ARRAY['transactions_append_only', 'transactions_no_truncate',
                             'entries_append_only', 'entries_no_truncate',
-                            'entries_balanced']) AS expected(name)
+                            'entries_balanced', 'entries_keep_lots',
+                            'lot_movements_append_only']) AS expected(name)
          WHERE NOT EXISTS (SELECT 1 FROM pg_trigger t
                             WHERE t.tgname = expected.name AND t.tgenabled = 'O')
         """,
@@ -176,6 +179,80 @@ CHECKS: tuple[Check, ...] = (
          GROUP BY program_id, idempotency_key HAVING count(*) > 1
         """,
     ),
+    Check(
+        "lots_match_available",
+        "every member's available points equal what is left of its lots",
+        """
+        SELECT a.member_id, a.balance AS available, coalesce(l.remaining, 0) AS in_lots
+          FROM accounts a
+          LEFT JOIN (SELECT member_id, sum(remaining) AS remaining FROM lots
+                      GROUP BY member_id) l ON l.member_id = a.member_id
+         WHERE a.kind = 'available' AND a.asset = 'points' AND a.member_id IS NOT NULL
+           AND a.balance <> coalesce(l.remaining, 0)
+        """,
+    ),
+    Check(
+        "lots_match_movements",
+        "what each lot has lost (points - remaining) is what its recorded movements took",
+        """
+        SELECT l.id AS lot_id, l.points, l.remaining, coalesce(m.moved, 0) AS moved
+          FROM lots l
+          LEFT JOIN (SELECT lot_id, sum(points) AS moved FROM lot_movements
+                      GROUP BY lot_id) m ON m.lot_id = l.id
+         WHERE l.points - l.remaining <> -coalesce(m.moved, 0)
+        """,
+    ),
+    Check(
+        "lots_follow_entries",
+        "each transaction moved a member's lots (new lots plus movements) by exactly its"
+        " entries on the member's available points (transactions since lots exist)",
+        """
+        WITH since AS (
+            SELECT min(id) AS id FROM (SELECT min(transaction_id) AS id FROM lots
+                                       UNION ALL
+                                       SELECT min(transaction_id) FROM lot_movements) s),
+        posted AS (
+            SELECT e.transaction_id, e.member_id, sum(e.amount) AS amount
+              FROM entries e JOIN accounts a ON a.id = e.account_id
+             WHERE a.kind = 'available' AND a.asset = 'points' AND e.member_id IS NOT NULL
+               AND e.transaction_id >= (SELECT id FROM since)
+             GROUP BY e.transaction_id, e.member_id),
+        in_lots AS (
+            SELECT transaction_id, member_id, sum(points) AS amount
+              FROM (SELECT m.transaction_id, l.member_id, m.points
+                      FROM lot_movements m JOIN lots l ON l.id = m.lot_id
+                    UNION ALL
+                    SELECT transaction_id, member_id, points FROM lots
+                     WHERE transaction_id IS NOT NULL) x
+             GROUP BY transaction_id, member_id)
+        SELECT coalesce(p.transaction_id, l.transaction_id) AS transaction_id,
+               coalesce(p.member_id, l.member_id) AS member_id,
+               coalesce(p.amount, 0) AS entries, coalesce(l.amount, 0) AS lots
+          FROM posted p
+          FULL JOIN in_lots l ON l.transaction_id = p.transaction_id
+                             AND l.member_id = p.member_id
+         WHERE coalesce(p.amount, 0) <> coalesce(l.amount, 0)
+        """,
+    ),
+    Check(
+        "lots_expire_on_time",
+        "an expire takes only its own lot and not before it is due (nor before the inactivity"
+        " deadline); spending (redeem, hold, transfer, adjust) never takes a lot already due",
+        """
+        SELECT t.id AS transaction_id, t.kind, m.lot_id, l.expires_at, t.recorded_at
+          FROM lot_movements m
+          JOIN lots l ON l.id = m.lot_id
+          JOIN transactions t ON t.id = m.transaction_id
+         WHERE m.points < 0
+           AND ((t.kind = 'expire' AND t.metadata ? 'lot_id'
+                 AND (m.lot_id <> (t.metadata ->> 'lot_id')::bigint
+                      OR l.expires_at IS NULL OR t.recorded_at < l.expires_at))
+             OR (t.kind = 'expire' AND t.metadata ? 'deadline'
+                 AND t.recorded_at < (t.metadata ->> 'deadline')::timestamptz)
+             OR (t.kind IN ('redeem', 'hold', 'transfer', 'adjust')
+                 AND t.recorded_at >= l.expires_at))
+        """,
+    ),
 )
 
 
@@ -198,6 +275,15 @@ class Report:
         return all(r.ok for r in self.results)
 
 
+# Checked in Python (app.tiers.projection): the rules are Python functions, not SQL.
+TIERS_CHECK = Check(
+    "tiers_match_ledger",
+    "every stored tier status equals the one recomputed from scratch from the member's"
+    " qualifying entries and memberships (to its evaluated_on)",
+    "",
+)
+
+
 async def verify(conn: AsyncConnection) -> Report:
     """Run every check in one REPEATABLE READ snapshot, so they see one consistent ledger."""
     await conn.execute(text("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY"))
@@ -205,4 +291,5 @@ async def verify(conn: AsyncConnection) -> Report:
     for check in CHECKS:
         rows = await conn.execute(text(f"SELECT * FROM ({check.sql}) AS offending LIMIT {SAMPLE}"))
         results.append(CheckResult(check, [dict(r._mapping) for r in rows]))
+    results.append(CheckResult(TIERS_CHECK, await tier_drift(conn, SAMPLE)))
     return Report(results)

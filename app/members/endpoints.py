@@ -26,11 +26,25 @@ MemberPath = Annotated[ExternalId, Path(description="The member's external id")]
     status_code=201,
     response_model=Member,
     summary="Enrol a member",
-    description="Creates the member (201), or returns it unchanged if it exists (200).",
+    description=(
+        "Creates the member (201), or returns it unchanged if it exists (200). With "
+        "`referral_code`, the new member is recorded as referred by the code's owner: both get "
+        "the program's referral bonus on this member's first qualifying order. A refused "
+        "referral (unknown code, self-referral by id, e-mail or phone, a member that already "
+        "has a referrer or was enrolled before) is a 422 and enrols nobody."
+    ),
     responses={
         200: {"model": Member, "description": "The member already existed"},
         **errors.error_responses(
-            errors.IdempotencyKeyMissing, errors.IdempotencyConflict, body=True
+            errors.IdempotencyKeyMissing,
+            errors.IdempotencyConflict,
+            errors.ReferralCodeUnknown,
+            errors.SelfReferral,
+            errors.SelfReferralEmail,
+            errors.SelfReferralPhone,
+            errors.AlreadyReferred,
+            errors.AlreadyEnrolled,
+            body=True,
         ),
     },
 )

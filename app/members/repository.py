@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from app.members.schemas import Balance, Member, PendingLot
 
 _MEMBER_VIEW = text(
-    "SELECT m.id, m.external_id, m.birthday, m.attributes, m.created_at,"
+    "SELECT m.id, m.external_id, m.birthday, m.attributes, m.created_at, m.referral_code,"
     " member_points_balance(m.program_id, m.id)::text AS balance"
     " FROM members m WHERE m.program_id = :program_id AND m.external_id = :external_id"
 )
@@ -25,13 +25,13 @@ async def enroll(
     external_id: str,
     birthday: date | None,
     attributes: dict[str, Any] | None,
-) -> bool:
-    """Enrol the member if new; True if it was created by this call."""
-    created: bool = (
+) -> tuple[int, bool]:
+    """Enrol the member if new: its id, and True if it was created by this call."""
+    row = (
         await session.execute(
             text(
-                "SELECT o_created FROM member_enroll(:program_id, :external_id, :birthday,"
-                " CAST(:attributes AS jsonb))"
+                "SELECT o_member_id, o_created FROM member_enroll(:program_id, :external_id,"
+                " :birthday, CAST(:attributes AS jsonb))"
             ),
             {
                 "program_id": program_id,
@@ -40,8 +40,8 @@ async def enroll(
                 "attributes": orjson.dumps(attributes or {}).decode(),
             },
         )
-    ).scalar_one()
-    return created
+    ).one()
+    return row.o_member_id, row.o_created
 
 
 async def find(
@@ -64,6 +64,7 @@ async def find(
         birthday=row.birthday,
         attributes=row.attributes,
         created_at=row.created_at,
+        referral_code=row.referral_code,
         balance=Balance.model_validate_json(row.balance),
         pending_lots=[PendingLot.model_validate(lot, from_attributes=True) for lot in lots],
     )

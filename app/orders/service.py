@@ -6,9 +6,15 @@ back from the order's pending points first, then from available; if the member h
 spent them, the program's return policy decides: `cap_at_zero` takes what is there and records
 the rest as written off, `allow_negative` puts the member in debt, which later credits repay.
 A cancellation refunds the rest of the order and gives back the points redeemed on it.
+
+When the program has a referral policy, the refund (or cancellation) and the clawback of a
+referral bonus the order earned (`app.referrals.service.after_refund`) share one database
+transaction; a replayed key returns the stored response and claws back nothing again.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -19,6 +25,7 @@ from app.ledger.fingerprint import fingerprint
 from app.ledger.idempotency import StoredResponse
 from app.orders.schemas import CancelRequest, Order, OrderState, RefundRequest
 from app.programs.models import Program
+from app.referrals import service as referrals
 
 _REFUND = posting.api_call(
     "api_order_refund",
@@ -39,9 +46,9 @@ async def refund(
     if request.currency != program.currency:
         raise errors.CurrencyMismatch(f"the program counts in {program.currency}")
     payload = {"order_id": order_id, **request.model_dump(mode="json")}
-    return await posting.run(
+    return await _refund(
         conn,
-        _REFUND,
+        program,
         {
             "program_id": program.id,
             "key": key,
@@ -59,9 +66,9 @@ async def cancel(
     conn: AsyncConnection, *, program: Program, key: str, order_id: str, request: CancelRequest
 ) -> StoredResponse:
     payload = {"order_id": order_id, **request.model_dump(mode="json")}
-    return await posting.run(
+    return await _refund(
         conn,
-        _REFUND,
+        program,
         {
             "program_id": program.id,
             "key": key,
@@ -73,6 +80,30 @@ async def cancel(
             "cancel": True,
         },
     )
+
+
+async def _refund(
+    conn: AsyncConnection, program: Program, params: dict[str, Any]
+) -> StoredResponse:
+    """`api_order_refund`: one statement, or, when the program has referrals, one transaction
+    with the clawback of the order's referral bonus (under the referee's lock, still held)."""
+    if program.referral_policy is None:
+        return await posting.run(conn, _REFUND, params)
+    driver = await posting.driver(conn)
+    async with driver.transaction():
+        stored = await posting.run(conn, _REFUND, params)
+        if stored.replayed:
+            return stored
+        order_id = params["order_id"]
+        if await referrals.after_refund(conn, program=program, order_id=order_id) is None:
+            return stored
+        member_id: int = await conn.scalar(
+            text("SELECT member_id FROM orders WHERE program_id = :program_id AND order_id = :o"),
+            {"program_id": program.id, "o": order_id},
+        )
+        return await referrals.with_current_balance(
+            conn, program=program, key=params["key"], stored=stored, member_id=member_id
+        )
 
 
 async def get(conn: AsyncConnection, *, program: Program, order_id: str) -> Order:

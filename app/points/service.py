@@ -28,11 +28,13 @@ from app.ledger.idempotency import StoredResponse
 from app.points import earning
 from app.points.schemas import AdjustmentRequest, EarnRequest, RedeemRequest
 from app.programs.models import Program
+from app.referrals.service import after_earn, with_current_balance
 from app.rules import engine
 from app.rules.backdating import occurred_at_problem
 from app.rules.dates import local_date
 from app.rules.engine import EarnResult, MemberContext
 from app.rules.pending import return_window_end
+from app.tiers.service import refresh_tier
 
 _MOVE_POINTS = posting.api_call(
     "api_move_points",
@@ -242,9 +244,6 @@ async def _earn_for_member(
     that what the rules read (the tier, what was awarded, what was earned today) cannot change
     before the posting and the records of what it awarded are written. Once-only awards are
     also refused twice by the primary key of `rule_awards`."""
-    from app.referrals.service import after_earn
-    from app.tiers.service import refresh_tier
-
     driver = await posting.driver(conn)
     async with driver.transaction():
         ids = {"program_id": program.id, "member": request.member}
@@ -268,9 +267,13 @@ async def _earn_for_member(
         )
         await refresh_tier(conn, program, member_id, today)
         if request.order is not None:
-            await after_earn(
+            rewarded = await after_earn(
                 conn, program, member_id, request.order.id, plan.result.earning_base, occurred_at
             )
+            if rewarded is not None:  # the referee's balance now includes the referral bonus
+                stored = await with_current_balance(
+                    conn, program=program, key=key, stored=stored, member_id=member_id
+                )
         return stored
 
 

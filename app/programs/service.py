@@ -12,6 +12,8 @@ from app.currency import currency_exponent
 from app.programs import repository
 from app.programs.keys import hash_key, new_key
 from app.programs.models import Scope
+from app.rules import repository as rule_sets
+from app.rules import service as rules_service
 
 
 class ProgramSetupError(ValueError):
@@ -111,7 +113,8 @@ async def configure_program(
 ) -> None:
     """Change a program's settings: pending_days (return window), hold_ttl_seconds (default
     hold lifetime), return_policy (cap_at_zero | allow_negative), member_transfers,
-    max_backdate_days, base_rate, point_value, name."""
+    max_backdate_days, base_rate, point_value, name. A new base_rate also writes a new version
+    of the earning rules, with the `base` base-rate rule at that rate (added if missing)."""
     for name, (low, high) in _RANGES.items():
         value = settings.get(name)
         if value is not None and not (isinstance(value, int) and low <= value <= high):
@@ -130,3 +133,12 @@ async def configure_program(
         raise ProgramSetupError(str(exc)) from exc
     if not found:
         raise ProgramSetupError(f"no program with slug {slug!r}")
+    base_rate = changes.get("base_rate")
+    if isinstance(base_rate, Decimal):
+        # The earning rules are versioned: a new base rate is a new version of them.
+        program_id = await rule_sets.lock_program_by_slug(session, slug)
+        assert program_id is not None  # found above
+        try:
+            await rules_service.set_base_rate(session, program_id=program_id, rate=base_rate)
+        except ValueError as exc:
+            raise ProgramSetupError(str(exc)) from exc

@@ -17,6 +17,7 @@ from app.rules.dates import local_date
 from app.rules.engine import EarnResult, MemberContext
 from app.rules.money import points_value
 from app.schemas import Money
+from app.tiers.service import refresh_tier
 
 # The balance as lazy maintenance would leave it: due pending points and expired holds are
 # counted as available, and lots past their expiry are gone, without writing anything.
@@ -119,8 +120,6 @@ async def _earn(
     if member_id is None or not program.rules_need_member:
         context = MemberContext(is_first_purchase=member_id is None)
         return earning.evaluate(program, view, context)
-    from app.tiers.service import refresh_tier
-
     result: EarnResult | None = None
     try:
         async with (await driver(conn)).transaction():

@@ -173,10 +173,31 @@ CREATE TABLE referrals (
 );
 CREATE INDEX referrals_rewarded_by_referrer ON referrals (referrer_id, rewarded_at)
     WHERE status IN ('rewarded', 'clawed_back');
+CREATE INDEX referrals_by_referrer ON referrals (referrer_id, id);
 CREATE INDEX referrals_by_order ON referrals (program_id, order_id) WHERE order_id IS NOT NULL;
 """
 
 FUNCTIONS = """
+-- The first instant of local day p_day in p_timezone, like app.rules.dates.start_of_day
+-- (zoneinfo fold=0). PostgreSQL reads an ambiguous local midnight (clocks going back from
+-- 01:00 to 00:00, as in Cuba) as the later of its two instants; the day begins at the earlier
+-- one, which has the offset in effect the day before. A missing midnight (clocks jumping
+-- from 24:00 to 01:00, as in Chile) is read with the offset before the change by both.
+CREATE FUNCTION local_day_start(p_day date, p_timezone text)
+RETURNS timestamptz LANGUAGE plpgsql STABLE AS $$
+DECLARE
+    v_local timestamp := p_day::timestamp;
+    v_at timestamptz := p_day::timestamp AT TIME ZONE p_timezone;
+    v_before timestamptz := v_at - interval '1 day';
+    v_earlier timestamptz := (v_local - ((v_before AT TIME ZONE p_timezone)
+                                         - (v_before AT TIME ZONE 'UTC'))) AT TIME ZONE 'UTC';
+BEGIN
+    IF v_earlier < v_at AND v_earlier AT TIME ZONE p_timezone = v_local THEN
+        RETURN v_earlier;
+    END IF;
+    RETURN v_at;
+END $$;
+
 -- The instant a lot earned at p_earned_at lapses under p_policy (NULL: no date of its own):
 -- the start of the local day after its last valid day. Mirrors app.rules.expiry.lot_expires_at
 -- (tests compare the two); dates are local dates in p_timezone.
@@ -206,7 +227,7 @@ BEGIN
     ELSE
         RETURN NULL;
     END CASE;
-    RETURN (last_day + 1)::timestamp AT TIME ZONE p_timezone;
+    RETURN local_day_start(last_day + 1, p_timezone);
 END $$;
 
 -- Under the inactivity policy, the instant all of a member's points lapse: the start of the
@@ -226,9 +247,9 @@ BEGIN
     IF last_activity IS NULL THEN
         SELECT created_at INTO last_activity FROM members WHERE id = p_member_id;
     END IF;
-    RETURN ((last_activity AT TIME ZONE prog.timezone)::date
+    RETURN local_day_start(((last_activity AT TIME ZONE prog.timezone)::date
             + make_interval(months => (prog.expiry_policy ->> 'months')::int)
-            + interval '1 day')::date::timestamp AT TIME ZONE prog.timezone;
+            + interval '1 day')::date, prog.timezone);
 END $$;
 
 -- Is there expiry work for this member: a due lot, or points past the inactivity deadline?
@@ -453,7 +474,8 @@ BEGIN
             ARRAY[-lot.remaining, lot.remaining], NULL, 'points expired',
             jsonb_build_object('lot_id', lot.id, 'earned_at', lot.earned_at,
                                'expires_at', lot.expires_at),
-            NULL, 'expire:' || lot.id);
+            NULL, 'expire:' || lot.id || ':'
+                  || (SELECT count(*) FROM lot_movements WHERE lot_id = lot.id));
         done := done + 1;
     END LOOP;
     deadline := member_inactivity_deadline(p_program_id, p_member_id);
@@ -466,7 +488,8 @@ BEGIN
                 ARRAY[-left_over, left_over], NULL, 'points expired after inactivity',
                 jsonb_build_object('inactive', true, 'deadline', deadline),
                 NULL, 'expire:inactive:' || p_member_id || ':'
-                      || extract(epoch FROM deadline)::bigint);
+                      || extract(epoch FROM deadline)::bigint || ':'
+                      || (SELECT max(id) FROM transactions WHERE member_id = p_member_id));
             done := done + 1;
         END IF;
     END IF;
@@ -691,10 +714,15 @@ def _batch_with_qualifying() -> str:
     batch = revision_module("0004_event_batches.py").FUNCTIONS
     old = "ev ->> 'store_id', ev ->> 'terminal_id');"
     assert old in batch
-    return function_definition(batch, "api_event_batch").replace(
-        "CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1
-    ).replace(old, "ev ->> 'store_id', ev ->> 'terminal_id',\n"
-              "                (ev ->> 'qualifying')::bigint);")
+    return (
+        function_definition(batch, "api_event_batch")
+        .replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
+        .replace(
+            old,
+            "ev ->> 'store_id', ev ->> 'terminal_id',\n"
+            "                (ev ->> 'qualifying')::bigint);",
+        )
+    )
 
 
 def _refund_with_qualifying() -> str:
@@ -704,33 +732,43 @@ def _refund_with_qualifying() -> str:
         revision_module("0003_checkout_flows.py").FUNCTIONS, "api_order_refund"
     ).replace("CREATE FUNCTION", "CREATE OR REPLACE FUNCTION", 1)
     edits = [
-        ("    give bigint := 0;\n",
-         "    give bigint := 0;\n    q_take bigint := 0;\n    q_ids bigint[];\n"),
-        ("    IF p_cancel THEN\n        give :=",
-         "    IF coalesce(o.amount, 0) > 0 THEN\n"
-         "        q_take := floor(o.earned_qualifying::numeric\n"
-         "                        * (o.refunded_amount + refund_amount) / o.amount)::bigint\n"
-         "                  - o.qualifying_taken_back;\n"
-         "    END IF;\n"
-         "    IF p_cancel THEN\n        give :="),
-        ("    IF take - written_off > 0 OR give > 0 THEN\n",
-         "    IF q_take > 0 THEN\n"
-         "        SELECT ARRAY[(SELECT id FROM accounts WHERE program_id = p_program_id\n"
-         "                        AND member_id = o.member_id AND asset = 'qualifying'\n"
-         "                        AND kind = 'available'),\n"
-         "                     (SELECT id FROM accounts WHERE program_id = p_program_id\n"
-         "                        AND member_id IS NULL AND asset = 'qualifying'\n"
-         "                        AND kind = 'issuance')] INTO q_ids;\n"
-         "        ids := ids || q_ids;\n"
-         "        amounts := amounts || ARRAY[-q_take, q_take];\n"
-         "    END IF;\n"
-         "    IF take - written_off > 0 OR give > 0 OR q_take > 0 THEN\n"),
-        ("                               'redeemed_points_returned', give),",
-         "                               'redeemed_points_returned', give,\n"
-         "                               'qualifying_taken_back', q_take),"),
-        ("           redeemed_returned = redeemed_returned + give,\n",
-         "           redeemed_returned = redeemed_returned + give,\n"
-         "           qualifying_taken_back = qualifying_taken_back + q_take,\n"),
+        (
+            "    give bigint := 0;\n",
+            "    give bigint := 0;\n    q_take bigint := 0;\n    q_ids bigint[];\n",
+        ),
+        (
+            "    IF p_cancel THEN\n        give :=",
+            "    IF coalesce(o.amount, 0) > 0 THEN\n"
+            "        q_take := floor(o.earned_qualifying::numeric\n"
+            "                        * (o.refunded_amount + refund_amount) / o.amount)::bigint\n"
+            "                  - o.qualifying_taken_back;\n"
+            "    END IF;\n"
+            "    IF p_cancel THEN\n        give :=",
+        ),
+        (
+            "    IF take - written_off > 0 OR give > 0 THEN\n",
+            "    IF q_take > 0 THEN\n"
+            "        SELECT ARRAY[(SELECT id FROM accounts WHERE program_id = p_program_id\n"
+            "                        AND member_id = o.member_id AND asset = 'qualifying'\n"
+            "                        AND kind = 'available'),\n"
+            "                     (SELECT id FROM accounts WHERE program_id = p_program_id\n"
+            "                        AND member_id IS NULL AND asset = 'qualifying'\n"
+            "                        AND kind = 'issuance')] INTO q_ids;\n"
+            "        ids := ids || q_ids;\n"
+            "        amounts := amounts || ARRAY[-q_take, q_take];\n"
+            "    END IF;\n"
+            "    IF take - written_off > 0 OR give > 0 OR q_take > 0 THEN\n",
+        ),
+        (
+            "                               'redeemed_points_returned', give),",
+            "                               'redeemed_points_returned', give,\n"
+            "                               'qualifying_taken_back', q_take),",
+        ),
+        (
+            "           redeemed_returned = redeemed_returned + give,\n",
+            "           redeemed_returned = redeemed_returned + give,\n"
+            "           qualifying_taken_back = qualifying_taken_back + q_take,\n",
+        ),
     ]
     for old, new in edits:
         assert refund.count(old) == 1, old
@@ -802,6 +840,7 @@ def downgrade() -> None:
         DROP FUNCTION member_expiry_due(bigint, bigint);
         DROP FUNCTION member_inactivity_deadline(bigint, bigint);
         DROP FUNCTION lot_expires_at(jsonb, text, timestamptz);
+        DROP FUNCTION local_day_start(date, text);
         DROP TABLE referrals, memberships, member_tiers, lot_movements, lots, rule_awards,
             rule_sets;
         DROP INDEX members_referral_code;

@@ -163,7 +163,7 @@ async def read_ledger(conn: asyncpg.Connection, program_id: int) -> Ledger:
             """
             SELECT m.external_id, a.kind, a.balance
               FROM accounts a JOIN members m ON m.id = a.member_id
-             WHERE a.program_id = $1
+             WHERE a.program_id = $1 AND a.asset = 'points'
             """,
             program_id,
         )
@@ -171,7 +171,7 @@ async def read_ledger(conn: asyncpg.Connection, program_id: int) -> Ledger:
             """
             SELECT a.kind, coalesce(sum(e.amount), 0) AS total
               FROM accounts a LEFT JOIN entries e ON e.account_id = a.id
-             WHERE a.program_id = $1 AND a.member_id IS NULL
+             WHERE a.program_id = $1 AND a.member_id IS NULL AND a.asset = 'points'
              GROUP BY a.kind
             """,
             program_id,
