@@ -123,21 +123,29 @@ CHECKS: tuple[Check, ...] = (
     ),
     Check(
         "orders_match_ledger",
-        "each order's earned and taken-back points equal its earn and refund transactions",
+        "each order's earned and taken-back points (and qualifying credit) equal its earn and"
+        " refund transactions",
         """
-        SELECT o.program_id, o.order_id, o.earned_points, o.points_taken_back
+        SELECT o.program_id, o.order_id, o.earned_points, o.points_taken_back,
+               o.earned_qualifying, o.qualifying_taken_back
           FROM orders o
           LEFT JOIN LATERAL (
-              SELECT -sum(e.amount) AS earned FROM entries e
+              SELECT -sum(e.amount) FILTER (WHERE a.asset = 'points') AS earned,
+                     -sum(e.amount) FILTER (WHERE a.asset = 'qualifying') AS qualifying
+                FROM entries e
                 JOIN accounts a ON a.id = e.account_id AND a.kind = 'issuance'
                WHERE e.transaction_id = o.earn_transaction_id) earn ON true
           LEFT JOIN LATERAL (
-              SELECT sum((t.metadata ->> 'points_taken_back')::bigint) AS taken
+              SELECT sum((t.metadata ->> 'points_taken_back')::bigint) AS taken,
+                     sum((t.metadata ->> 'qualifying_taken_back')::bigint) AS qualifying
                 FROM transactions t
                WHERE t.program_id = o.program_id AND t.order_id = o.order_id
                  AND t.kind IN ('refund', 'cancel')) back ON true
-         WHERE (o.earn_transaction_id IS NOT NULL AND o.earned_points <> coalesce(earn.earned, 0))
+         WHERE (o.earn_transaction_id IS NOT NULL
+                AND (o.earned_points <> coalesce(earn.earned, 0)
+                     OR o.earned_qualifying <> coalesce(earn.qualifying, 0)))
             OR o.points_taken_back <> coalesce(back.taken, 0)
+            OR o.qualifying_taken_back <> coalesce(back.qualifying, 0)
         """,
     ),
     Check(

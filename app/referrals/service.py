@@ -35,8 +35,6 @@ PostgreSQL would detect such a deadlock and fail one transaction (40P01), never 
 
 from __future__ import annotations
 
-import base64
-import binascii
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -47,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from app import errors
 from app.ledger.idempotency import StoredResponse
 from app.members import repository as members
+from app.pagination import NEWEST, Cursor
 from app.programs.models import Program
 from app.referrals import repository
 from app.referrals.schemas import Referral, ReferralPage
@@ -343,30 +342,14 @@ async def with_current_balance(
 
 # Listing --------------------------------------------------------------------------------------
 
-_NEWEST = 2**63 - 1
-
-
-def encode_cursor(referral_id: int) -> str:
-    return base64.urlsafe_b64encode(f"r:{referral_id}".encode()).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        tag, _, value = raw.partition(":")
-        referral_id = int(value)
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise errors.InvalidCursor("use next_cursor from a previous page") from exc
-    if tag != "r" or not 0 < referral_id <= _NEWEST:
-        raise errors.InvalidCursor("use next_cursor from a previous page")
-    return referral_id
+_REFERRALS = Cursor("r")
 
 
 async def made_by(
     conn: AsyncConnection, *, program: Program, external_id: str, limit: int, cursor: str | None
 ) -> ReferralPage:
     """The referrals a member made, newest first (cursor-paginated)."""
-    before = decode_cursor(cursor) if cursor else _NEWEST
+    before = _REFERRALS.decode(cursor) if cursor else NEWEST
     member_id = await members.member_id(conn, program_id=program.id, external_id=external_id)
     if member_id is None:
         raise errors.MemberNotFound(f"no member {external_id!r} in this program")
@@ -375,5 +358,5 @@ async def made_by(
     rows = rows[:limit]
     return ReferralPage(
         items=[Referral.model_validate(row, from_attributes=True) for row in rows],
-        next_cursor=encode_cursor(rows[-1].id) if more else None,
+        next_cursor=_REFERRALS.encode(rows[-1].id) if more else None,
     )

@@ -7,7 +7,6 @@ runs inside the caller's database transaction, which must hold the member's advi
 
 from __future__ import annotations
 
-import base64
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -16,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from app import errors
 from app.ledger import idempotency
 from app.ledger.fingerprint import fingerprint
+from app.pagination import Cursor
 from app.programs.models import Program
 from app.rules.dates import ONE_DAY, local_date, start_of_day
 from app.rules.tiers import (
@@ -274,21 +274,7 @@ async def grant_membership(
     return await idempotency.complete(session, program.id, key, 201, body.model_dump(mode="json"))
 
 
-def _encode_cursor(last_id: int) -> str:
-    return base64.urlsafe_b64encode(f"m{last_id}".encode()).decode().rstrip("=")
-
-
-def _decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        if not raw.startswith("m"):
-            raise ValueError(cursor)
-        value = int(raw[1:])
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise errors.InvalidCursor("use next_cursor from a previous page") from exc
-    if not 0 <= value < 2**63:
-        raise errors.InvalidCursor("use next_cursor from a previous page")
-    return value
+_MEMBERSHIPS = Cursor("m")
 
 
 async def list_memberships(
@@ -300,9 +286,11 @@ async def list_memberships(
     cursor: str | None,
 ) -> MembershipPage:
     """The member's memberships, oldest first (past, current and future)."""
-    after = _decode_cursor(cursor) if cursor else 0
+    after = _MEMBERSHIPS.decode(cursor) if cursor else 0
     member_id = await _member_id(conn, program, external_id)
     rows = await repository.memberships(conn, member_id, after=after, limit=limit + 1)
     more = len(rows) > limit
     items = [_membership_view(r) for r in rows[:limit]]
-    return MembershipPage(items=items, next_cursor=_encode_cursor(items[-1].id) if more else None)
+    return MembershipPage(
+        items=items, next_cursor=_MEMBERSHIPS.encode(items[-1].id) if more else None
+    )

@@ -2,36 +2,26 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
-
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app import errors
 from app.ledger import idempotency
 from app.ledger.fingerprint import fingerprint
 from app.members import repository as members
+from app.pagination import NEWEST, Cursor
 from app.programs.models import Program
 from app.transactions import repository
 from app.transactions.schemas import HistoryPage, ReverseRequest, Transaction
 
-_NEWEST = 2**63 - 1
+_HISTORY = Cursor("t")
 
 
 def encode_cursor(transaction_id: int) -> str:
-    return base64.urlsafe_b64encode(f"t:{transaction_id}".encode()).decode().rstrip("=")
+    return _HISTORY.encode(transaction_id)
 
 
 def decode_cursor(cursor: str) -> int:
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        tag, _, value = raw.partition(":")
-        transaction_id = int(value)
-    except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
-        raise errors.InvalidCursor("use next_cursor from a previous page") from exc
-    if tag != "t" or not 0 < transaction_id <= _NEWEST:
-        raise errors.InvalidCursor("use next_cursor from a previous page")
-    return transaction_id
+    return _HISTORY.decode(cursor)
 
 
 async def get(conn: AsyncConnection, *, program: Program, transaction_id: int) -> Transaction:
@@ -73,7 +63,7 @@ async def reverse(
 async def history(
     conn: AsyncConnection, *, program: Program, external_id: str, limit: int, cursor: str | None
 ) -> HistoryPage:
-    before = decode_cursor(cursor) if cursor else _NEWEST
+    before = decode_cursor(cursor) if cursor else NEWEST
     member_id = await members.member_id(conn, program_id=program.id, external_id=external_id)
     if member_id is None:
         raise errors.MemberNotFound(f"no member {external_id!r} in this program")

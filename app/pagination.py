@@ -1,0 +1,35 @@
+"""Keyset-pagination cursors: an opaque token for "after (or before) row id N" of one listing.
+
+A cursor is base64url of `<tag>:<id>`; the tag names the listing, so a history cursor is
+refused by the referrals listing instead of silently paging something else.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass
+
+from app import errors
+
+NEWEST = 2**63 - 1  # the largest bigint id: "before NEWEST" is the first page, newest first
+
+
+@dataclass(frozen=True)
+class Cursor:
+    tag: str
+
+    def encode(self, row_id: int) -> str:
+        return base64.urlsafe_b64encode(f"{self.tag}:{row_id}".encode()).decode().rstrip("=")
+
+    def decode(self, cursor: str) -> int:
+        """The row id in `cursor`; 400 invalid_cursor for anything this listing did not issue."""
+        try:
+            raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+            tag, _, value = raw.partition(":")
+            row_id = int(value)
+        except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
+            raise errors.InvalidCursor("use next_cursor from a previous page") from exc
+        if tag != self.tag or not 0 < row_id <= NEWEST:
+            raise errors.InvalidCursor("use next_cursor from a previous page")
+        return row_id
