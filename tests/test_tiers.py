@@ -641,3 +641,48 @@ async def test_removing_tiers_from_the_program_hides_the_tier(
 @pytest.fixture(autouse=True)
 def _no_stale_programs(app: Any) -> None:
     app.state.auth_caches.programs.clear()
+
+
+async def test_a_reversed_earn_takes_its_qualifying_credit_back(
+    client: httpx.AsyncClient,
+    program: TestProgram,
+    sql: asyncpg.Connection,
+    app: Any,
+    database: Database,
+) -> None:
+    """A reversal posts the exact opposite of every leg, qualifying included. Reversed on a
+    later day, it counts at the next review: the member keeps silver through the guarantee and
+    the grace, then moves down. (Reversed the same day, the day's net credit is zero and the
+    upgrade never happened: see the same-day refund test above.)"""
+    rolling = {**TIERS, "period": "rolling", "rolling_months": 12}
+    await set_tiers(sql, app, program, rolling)
+    earned_on = today() - timedelta(days=2)
+    order = {"id": new_key(), "amount": 120_000, "currency": "EUR"}
+    response = await earn(
+        client,
+        program,
+        "t-reversed",
+        None,  # type: ignore[arg-type]
+        order=order,
+        occurred_at=f"{earned_on.isoformat()}T12:00:00Z",
+    )
+    assert response.status_code == 201, response.text
+    assert response.json()["qualifying"] == 1200
+    reversed_ = await client.post(
+        f"/v1/transactions/{response.json()['transaction_id']}/reverse",
+        json={"reason": "fraud"},
+        headers=program.write_headers(),
+    )
+    assert reversed_.status_code == 201, reversed_.text
+    member = await member_id(sql, program, "t-reversed")
+    qualifying = await sql.fetchval(
+        "SELECT balance FROM accounts WHERE member_id = $1 AND asset = 'qualifying'", member
+    )
+    assert qualifying == 0
+    now_tier = await get_tier(client, program, "t-reversed")
+    assert now_tier["tier"]["code"] == "silver"
+    guaranteed = date.fromisoformat(now_tier["guaranteed_until"])
+    in_grace = await refresh(database, program, member, guaranteed + timedelta(days=1))
+    assert (in_grace.tier, in_grace.reason) == ("silver", "grace")
+    after_grace = guaranteed + timedelta(days=rolling["grace_days"] + 1)
+    assert (await refresh(database, program, member, after_grace)).tier == "member"
