@@ -14,6 +14,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
@@ -122,21 +123,28 @@ def _rule_ids(program: Program, kind: str) -> list[str]:
     return [rule.id for rule in program.rules.rules if rule.kind == kind]
 
 
-_FIRST_PURCHASE = text(
-    "SELECT NOT EXISTS (SELECT 1 FROM transactions WHERE member_id = :member_id"
-    " AND kind = 'earn' AND order_id IS NOT NULL)"
-)
-_AWARDS = text(
-    "SELECT rule_id, period, purchases, awarded_on FROM rule_awards"
-    " WHERE member_id = :member_id AND rule_id = ANY(:rule_ids) AND period = ANY(:periods)"
-)
-_EARNED_BETWEEN = text(
+# Everything the rules need about the member, in one round trip: the birthday, the awards of
+# the order's local year and month, whether an earlier purchase earned, and (for daily caps)
+# the points earned on the order's local day.
+_CONTEXT = text(
     """
-    SELECT coalesce(sum(e.amount), 0) FROM transactions t
-      JOIN entries e ON e.transaction_id = t.id AND e.member_id = t.member_id
-                    AND e.asset = 'points'
-     WHERE t.member_id = :member_id AND t.kind = 'earn'
-       AND t.occurred_at >= :start AND t.occurred_at < :end
+    SELECT m.birthday,
+           NOT EXISTS (SELECT 1 FROM transactions t WHERE t.member_id = m.id
+                          AND t.kind = 'earn' AND t.order_id IS NOT NULL) AS first_purchase,
+           coalesce((SELECT jsonb_agg(jsonb_build_object(
+                                'rule_id', a.rule_id, 'period', a.period,
+                                'purchases', a.purchases, 'awarded_on', a.awarded_on))
+                       FROM rule_awards a
+                      WHERE a.member_id = m.id AND a.rule_id = ANY(:rule_ids)
+                        AND a.period = ANY(:periods)), '[]'::jsonb) AS awards,
+           CASE WHEN :daily THEN
+               (SELECT coalesce(sum(e.amount), 0) FROM transactions t
+                  JOIN entries e ON e.transaction_id = t.id AND e.member_id = t.member_id
+                                AND e.asset = 'points'
+                 WHERE t.member_id = m.id AND t.kind = 'earn'
+                   AND t.occurred_at >= :start AND t.occurred_at < :end)
+           ELSE 0 END AS earned_today
+      FROM members m WHERE m.id = :member_id
     """
 )
 
@@ -155,49 +163,43 @@ async def member_context(
     periods = _periods(program, order)
     birthday_rules = _rule_ids(program, "birthday_bonus")
     challenge_rules = _rule_ids(program, "frequency_challenge")
-    birthday = await conn.scalar(
-        text("SELECT birthday FROM members WHERE id = :id"), {"id": member_id}
-    )
-    awards = (
+    timezone = program.rules.timezone
+    row = (
         await conn.execute(
-            _AWARDS,
+            _CONTEXT,
             {
                 "member_id": member_id,
                 "rule_ids": birthday_rules + challenge_rules,
                 "periods": [periods.year, periods.month],
+                "daily": bool(_rule_ids(program, "daily_cap")),
+                "start": start_of_day(periods.day, timezone),
+                "end": start_of_day(periods.day + timedelta(days=1), timezone),
             },
         )
-    ).all()
+    ).one()
+    awards = row.awards if isinstance(row.awards, list) else orjson.loads(row.awards)
     last_birthday = max(
-        (a.awarded_on for a in awards if a.rule_id in birthday_rules and a.awarded_on),
+        (
+            date.fromisoformat(a["awarded_on"])
+            for a in awards
+            if a["rule_id"] in birthday_rules and a["awarded_on"]
+        ),
         default=None,
     )
     challenges = {
-        a.rule_id: engine.ChallengeState(purchases=a.purchases, awarded=a.awarded_on is not None)
-        for a in awards
-        if a.rule_id in challenge_rules and a.period == periods.month
-    }
-    earned_today = 0
-    if _rule_ids(program, "daily_cap"):
-        timezone = program.rules.timezone
-        earned_today = int(
-            await conn.scalar(
-                _EARNED_BETWEEN,
-                {
-                    "member_id": member_id,
-                    "start": start_of_day(periods.day, timezone),
-                    "end": start_of_day(periods.day + timedelta(days=1), timezone),
-                },
-            )
-            or 0
+        a["rule_id"]: engine.ChallengeState(
+            purchases=a["purchases"], awarded=a["awarded_on"] is not None
         )
+        for a in awards
+        if a["rule_id"] in challenge_rules and a["period"] == periods.month
+    }
     return MemberContext(
         tier_multiplier=multiplier,
-        is_first_purchase=bool(await conn.scalar(_FIRST_PURCHASE, {"member_id": member_id})),
-        birthday=birthday,
+        is_first_purchase=row.first_purchase,
+        birthday=row.birthday,
         last_birthday_bonus_on=last_birthday,
         challenges=challenges,
-        points_earned_today=earned_today,
+        points_earned_today=int(row.earned_today),
     )
 
 

@@ -223,12 +223,7 @@ async def earn(
     return await _earn_for_member(conn, program, key, fingerprint_, request, now)
 
 
-_MEMBER_ID = text("SELECT id FROM members WHERE program_id = :program_id AND external_id = :member")
-_ENROLL = text("SELECT o_member_id FROM member_enroll(:program_id, :member, NULL, NULL)")
-_LOCK = text("SELECT lock_members(ARRAY[CAST(:member_id AS bigint)])")
-_KEY_USED = text(
-    "SELECT EXISTS (SELECT 1 FROM idempotency_keys WHERE program_id = :program_id AND key = :key)"
-)
+_BEGIN = text("SELECT o_member_id, o_key_used FROM earn_member_begin(:program_id, :member, :key)")
 
 
 async def _earn_for_member(
@@ -246,10 +241,13 @@ async def _earn_for_member(
     also refused twice by the primary key of `rule_awards`."""
     driver = await posting.driver(conn)
     async with driver.transaction():
-        ids = {"program_id": program.id, "member": request.member}
-        member_id = await conn.scalar(_MEMBER_ID, ids) or await conn.scalar(_ENROLL, ids)
-        await conn.execute(_LOCK, {"member_id": member_id})
-        if await conn.scalar(_KEY_USED, {"program_id": program.id, "key": key}):
+        begun = (
+            await conn.execute(
+                _BEGIN, {"program_id": program.id, "member": request.member, "key": key}
+            )
+        ).one()
+        member_id = begun.o_member_id
+        if begun.o_key_used:
             # a replay (or a conflict): api_move_points answers it from the stored response
             return await _post(conn, program, key, fingerprint_, earn_move(program, request, now))
         today = local_date(now, program.timezone)

@@ -92,6 +92,9 @@ CREATE TRIGGER lot_movements_append_only BEFORE UPDATE OR DELETE ON lot_movement
     FOR EACH ROW EXECUTE FUNCTION forbid_mutation();
 
 CREATE INDEX transactions_by_hold ON transactions (hold_id) WHERE hold_id IS NOT NULL;
+-- a member's qualifying credit (the tier evaluation reads it on every earn of a tier program)
+CREATE INDEX entries_qualifying_by_member ON entries (member_id, transaction_id)
+    WHERE asset = 'qualifying';
 CREATE INDEX transactions_member_activity ON transactions (member_id, occurred_at)
     WHERE kind IN ('earn', 'redeem');
 -- A lot expires once: its expire posting carries the key 'expire:<lot id>'.
@@ -374,6 +377,25 @@ END $$;
 CREATE TRIGGER entries_keep_lots AFTER INSERT ON entries
     FOR EACH ROW WHEN (NEW.member_id IS NOT NULL AND NEW.asset = 'points')
     EXECUTE FUNCTION entries_keep_lots();
+
+-- The start of an earn whose rules depend on the member, in one round trip: the member (enrolled
+-- if new), its advisory lock for the rest of the transaction, and whether the idempotency key
+-- is already used (then the posting function replays it and nothing is evaluated).
+CREATE FUNCTION earn_member_begin(
+    p_program_id bigint, p_external_id text, p_idempotency_key text,
+    OUT o_member_id bigint, OUT o_key_used boolean)
+LANGUAGE plpgsql AS $$
+BEGIN
+    SELECT id INTO o_member_id FROM members
+     WHERE program_id = p_program_id AND external_id = p_external_id;
+    IF o_member_id IS NULL THEN
+        SELECT e.o_member_id INTO o_member_id
+          FROM member_enroll(p_program_id, p_external_id, NULL, NULL) AS e;
+    END IF;
+    PERFORM lock_members(ARRAY[o_member_id]);
+    o_key_used := EXISTS (SELECT 1 FROM idempotency_keys
+                           WHERE program_id = p_program_id AND key = p_idempotency_key);
+END $$;
 
 -- A new program starts with rule set version 1 (its base rate) and a qualifying issuance
 -- account, whichever code path creates it.
@@ -837,6 +859,7 @@ def downgrade() -> None:
             ]
         )
         + """
+        DROP FUNCTION earn_member_begin(bigint, text, text);
         DROP FUNCTION member_expiry_due(bigint, bigint);
         DROP FUNCTION member_inactivity_deadline(bigint, bigint);
         DROP FUNCTION lot_expires_at(jsonb, text, timestamptz);
@@ -847,7 +870,8 @@ def downgrade() -> None:
         ALTER TABLE members DROP COLUMN referral_code;
         DROP FUNCTION referral_code_for(bigint);
         ALTER TABLE orders DROP COLUMN earned_qualifying, DROP COLUMN qualifying_taken_back;
-        DROP INDEX transactions_by_hold, transactions_member_activity, transactions_expire_once;
+        DROP INDEX transactions_by_hold, transactions_member_activity, transactions_expire_once,
+            entries_qualifying_by_member;
         ALTER TABLE programs DROP COLUMN timezone, DROP COLUMN multiplier_mode,
             DROP COLUMN expiry_policy, DROP COLUMN tier_program, DROP COLUMN referral_policy;
         """
