@@ -225,7 +225,7 @@ def run_wrk(base: str, scenario: str, key: str, seconds: int, connections: int) 
     out = subprocess.run(
         [
             "wrk",
-            "-t2",
+            f"-t{min(2, connections)}",  # wrk needs a connection per thread
             f"-c{connections}",
             f"-d{seconds}s",
             "--timeout",

@@ -26,7 +26,13 @@ from app.ledger.verify import verify
 from app.programs.repository import program_by_id
 from app.rules.dates import local_date
 from app.rules.tiers import Membership, QualifyingEvent, TierProgram, TierStatus
-from app.tiers.projection import evaluate_from, from_scratch, must_restart, qualifying_events
+from app.tiers.projection import (
+    evaluate_from,
+    from_scratch,
+    must_restart,
+    qualifying_events,
+    rebuild_tiers,
+)
 from app.tiers.repository import EventDay
 from app.tiers.service import refresh_tier
 from tests.support import TestProgram, earn, new_key
@@ -594,6 +600,38 @@ async def test_verify_finds_a_tampered_status_and_rebuild_fixes_it(
     assert repaired["tier"] == "silver"
     assert json.loads(repaired["status"]) == json.loads(original["status"])
     assert await tier_drift(database, mid) == []
+
+
+async def test_rebuild_brings_a_stale_status_up_to_date_without_calling_it_a_correction(
+    client: httpx.AsyncClient,
+    program: TestProgram,
+    sql: asyncpg.Connection,
+    app: Any,
+    database: Database,
+) -> None:
+    """A status evaluated last year is not wrong, only not evaluated since: rebuild moves it
+    to the new day (here past the review and the grace: down to member) and counts nothing;
+    a member never evaluated gets a status, also uncounted."""
+    await set_tiers(sql, app, program)
+    assert (await earn(client, program, "t-stale", 1200)).status_code == 201
+    assert (await get_tier(client, program, "t-stale"))["tier"]["code"] == "silver"
+    stale = await member_id(sql, program, "t-stale")
+    enrolled = await client.post(
+        "/v1/members", json={"external_id": "t-never"}, headers=program.write_headers()
+    )
+    assert enrolled.status_code == 201, enrolled.text
+    never = await member_id(sql, program, "t-never")
+    assert await stored(sql, never) is None
+    later = year_end(today()) + timedelta(days=400)
+
+    noon = datetime(later.year, later.month, later.day, 12, tzinfo=UTC)
+    corrected = await rebuild_tiers(database.engine, program_id=program.id, now=noon)
+
+    assert corrected == 0
+    moved = await stored(sql, stale)
+    assert (moved["tier"], moved["evaluated_on"]) == ("member", later)
+    assert (await stored(sql, never))["evaluated_on"] == later
+    assert await tier_drift(database, stale) == []
 
 
 async def test_concurrent_reads_and_earns_leave_one_consistent_status(

@@ -251,7 +251,7 @@ async def _earn_for_member(
             # a replay (or a conflict): api_move_points answers it from the stored response
             return await _post(conn, program, key, fingerprint_, earn_move(program, request, now))
         today = local_date(now, program.timezone)
-        tier = await refresh_tier(conn, program, member_id, today)
+        tier = await refresh_tier(conn, program, member_id, today, save=False)
         occurred_at = _check_occurred_at(program, request.occurred_at, now)
         view = earning.order_of(program, request, occurred_at)
         context = await earning.member_context(conn, program, member_id, view, tier)

@@ -123,7 +123,8 @@ async def _earn(
     result: EarnResult | None = None
     try:
         async with (await driver(conn)).transaction():
-            tier = await refresh_tier(conn, program, member_id, local_date(now, program.timezone))
+            today = local_date(now, program.timezone)
+            tier = await refresh_tier(conn, program, member_id, today, save=False)
             context = await earning.member_context(conn, program, member_id, view, tier)
             result = earning.evaluate(program, view, context)
             raise _DryRun

@@ -299,9 +299,9 @@ async def rebuild_tiers(
     """Recompute every member's tier status (of every program with tiers, or of `program_id`)
     from scratch to today (local), in short transactions of a few hundred members each holding
     those members' advisory locks (so no earn or read evaluates a member while it is rebuilt).
-    Returns how many stored statuses were missing or wrong. Run it after changing a program's
-    tiers, or stored statuses stay evaluated under the old ones until then (verify reports
-    them)."""
+    Returns how many stored statuses were wrong (those verify reports); the others are brought
+    up to today too. Run it after changing a program's tiers, or stored statuses stay
+    evaluated under the old ones until then (verify reports them)."""
     now = now or datetime.now(UTC)
     corrected = 0
     async with engine.connect() as conn:
@@ -344,10 +344,13 @@ async def rebuild_tiers(
                         usable_memberships(program, history.memberships),
                         today,
                     ).status
-                    stored = parse_status(program, row.status)
-                    if stored != status or row.tier != status.tier:
+                    # wrong as of its own day (what verify reports) is a correction; a
+                    # status merely not evaluated since, or never evaluated, is brought up
+                    # to date without counting
+                    if row.status is not None and _drift(program, timezone, row, history):
                         corrected += 1
-                    elif row.evaluated_on == today:
+                    stored = parse_status(program, row.status)
+                    if stored == status and row.tier == status.tier and row.evaluated_on == today:
                         continue
                     await repository.save_status(conn, program_id_, row.id, status, today)
     return corrected

@@ -20,10 +20,15 @@ LATE_MARGIN = "5 minutes"
 
 _MEMBER_ID = text("SELECT id FROM members WHERE program_id = :program_id AND external_id = :member")
 _LOCK = text("SELECT lock_members(ARRAY[CAST(:member_id AS bigint)])")
+# The stored status and the member's membership terms, in one round trip (an earn evaluates
+# the tier under the member's lock, so every statement there is paid for by the next earn).
 _STATE = text(
     f"""
     SELECT m.created_at, t.status, t.evaluated_on,
-           t.updated_at - interval '{LATE_MARGIN}' AS watermark
+           t.updated_at - interval '{LATE_MARGIN}' AS watermark,
+           (SELECT coalesce(json_agg(json_build_array(s.tier, s.starts_on, s.ends_on)
+                                     ORDER BY s.id), '[]')
+              FROM memberships s WHERE s.member_id = m.id) AS terms
       FROM members m LEFT JOIN member_tiers t ON t.member_id = m.id
      WHERE m.id = :member_id
     """
@@ -76,14 +81,25 @@ _INSERT_MEMBERSHIP = text(
 
 
 @dataclass(frozen=True)
+class MembershipTerm:
+    """A paid membership's tier and days (inclusive), as the tier rules need it."""
+
+    tier: str
+    starts_on: date
+    ends_on: date
+
+
+@dataclass(frozen=True)
 class StoredTier:
-    """What is stored about a member's tier: enrolment time, and the last evaluated status
-    (None when never evaluated; `status` is the raw JSON, validated by the caller)."""
+    """What is stored about a member's tier: enrolment time, the last evaluated status (None
+    when never evaluated; `status` is the raw JSON, validated by the caller), and the member's
+    membership terms, oldest first."""
 
     created_at: datetime
     status: Any
     evaluated_on: date | None
     watermark: datetime | None
+    terms: list[MembershipTerm]
 
 
 @dataclass(frozen=True)
@@ -111,7 +127,11 @@ async def lock_member(conn: AsyncConnection, member_id: int) -> None:
 
 async def stored_tier(conn: AsyncConnection, member_id: int) -> StoredTier:
     row = (await conn.execute(_STATE, {"member_id": member_id})).one()
-    return StoredTier(row.created_at, row.status, row.evaluated_on, row.watermark)
+    terms = [
+        MembershipTerm(tier, date.fromisoformat(starts_on), date.fromisoformat(ends_on))
+        for tier, starts_on, ends_on in row.terms
+    ]
+    return StoredTier(row.created_at, row.status, row.evaluated_on, row.watermark, terms)
 
 
 async def event_days(

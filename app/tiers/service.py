@@ -43,15 +43,17 @@ LATEST_TERM = date(2999, 12, 31)
 
 
 async def refresh_tier(
-    conn: AsyncConnection, program: Program, member_id: int, today: date
+    conn: AsyncConnection, program: Program, member_id: int, today: date, *, save: bool = True
 ) -> TierStatus | None:
     """The member's tier status on `today` (a local date of the program), stored in
     `member_tiers` when it changed; None when the program has no tiers.
 
     Evaluates from the stored status (or, for a member never evaluated, from the base tier on
     their first day) with their qualifying events and memberships. Call it inside a database
-    transaction holding the member's advisory lock (`SELECT lock_members(ARRAY[id])`)."""
-    evaluation = await evaluate_member(conn, program, member_id, today)
+    transaction holding the member's advisory lock (`SELECT lock_members(ARRAY[id])`).
+    `save=False` only reads: for an evaluation that a later one in the same transaction
+    supersedes (an earn evaluates before posting, for the multiplier, and stores after)."""
+    evaluation = await evaluate_member(conn, program, member_id, today, save=save)
     return None if evaluation is None else evaluation.status
 
 
@@ -62,6 +64,7 @@ async def evaluate_member(
     today: date,
     *,
     rebuild: bool = False,
+    save: bool = True,
 ) -> TierEvaluation | None:
     """`refresh_tier`, returning the whole evaluation (with the progress figures).
     `rebuild` evaluates from scratch even when a stored status could be resumed."""
@@ -70,9 +73,7 @@ async def evaluate_member(
         return None
     timezone = program.timezone
     stored = await repository.stored_tier(conn, member_id)
-    memberships = projection.usable_memberships(
-        tiers, await repository.memberships(conn, member_id)
-    )
+    memberships = projection.usable_memberships(tiers, stored.terms)
     previous = projection.parse_status(tiers, stored.status)
     evaluation: TierEvaluation | None = None
     if previous is not None and not rebuild and _resumable(previous, stored.evaluated_on, today):
@@ -91,7 +92,7 @@ async def evaluate_member(
             memberships,
             today,
         )
-    if scratch or evaluation.status != previous:
+    if save and (scratch or evaluation.status != previous):
         await repository.save_status(conn, program.id, member_id, evaluation.status, today)
     return evaluation
 
