@@ -8,11 +8,21 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Protocol, TypeVar
 
 from app import errors
 
 NEWEST = 2**63 - 1  # the largest bigint id: "before NEWEST" is the first page, newest first
+
+
+class _HasId(Protocol):
+    @property
+    def id(self) -> int: ...
+
+
+Row = TypeVar("Row", bound=_HasId)
 
 
 @dataclass(frozen=True)
@@ -33,3 +43,10 @@ class Cursor:
         if tag != self.tag or not 0 < row_id <= NEWEST:
             raise errors.InvalidCursor("use next_cursor from a previous page")
         return row_id
+
+    def page(self, rows: Sequence[Row], limit: int) -> tuple[list[Row], str | None]:
+        """A page from `limit + 1` rows fetched in listing order: the first `limit`, and the
+        cursor after the last of them when the extra row shows there is more (so the last
+        page is never an empty one)."""
+        items = list(rows[:limit])
+        return items, self.encode(items[-1].id) if len(rows) > limit else None

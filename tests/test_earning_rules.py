@@ -335,6 +335,38 @@ async def test_replaying_an_earn_replays_the_breakdown(app, client, program, sql
     assert lines(again) == {"base": 10, "welcome": 100}
 
 
+async def test_replaying_an_earn_whose_points_are_all_bonus_replays_it(app, client, program, sql):
+    """The replay is answered from the stored response, not recomputed: recomputed for a
+    member the rules know nothing about, this order (below the base rate's minimum) would earn
+    nothing and be refused. The same key with another body is still a conflict."""
+    minimum = {**BASE, "min_order_amount": 5000}
+    await set_rules(
+        app,
+        sql,
+        program,
+        [minimum, {"id": "welcome", "kind": "first_purchase_bonus", "points": 100}],
+    )
+    key = new_key()
+    order = {"id": "o-bonus-only", "amount": 1000, "currency": EUR}
+    first = await client.post(
+        "/v1/earn", json={"member": "bo", "order": order}, headers=program.write_headers(key)
+    )
+    assert first.status_code == 201, first.text
+    assert lines(first) == {"welcome": 100}
+    again = await client.post(
+        "/v1/earn", json={"member": "bo", "order": order}, headers=program.write_headers(key)
+    )
+    assert (again.status_code, again.headers.get("Idempotent-Replayed")) == (201, "true")
+    assert again.content == first.content
+    other = await client.post(
+        "/v1/earn",
+        json={"member": "bo", "order": {**order, "amount": 900}},
+        headers=program.write_headers(key),
+    )
+    assert other.status_code == 409
+    assert other.json()["code"] == "idempotency_conflict"
+
+
 async def test_metadata_keys_of_the_rules_are_reserved(client, program, sql):
     response = await earn_order(client, program, "mo", 1000, metadata={"breakdown": "x"})
     assert response.status_code == 422

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import orjson
 from fastapi import Depends, Header
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from starlette.responses import Response
 
 from app import errors
@@ -58,7 +58,7 @@ class StoredResponse:
 
 
 async def claim(
-    session: AsyncSession, program_id: int, key: str, fingerprint: bytes
+    session: AsyncSession | AsyncConnection, program_id: int, key: str, fingerprint: bytes
 ) -> StoredResponse | None:
     """Claim `key` for this transaction; the stored response if it was already used."""
     row = (

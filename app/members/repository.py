@@ -9,6 +9,7 @@ import orjson
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from app import errors
 from app.members.schemas import Balance, Member, PendingLot
 
 _MEMBER_VIEW = text(
@@ -79,4 +80,14 @@ async def member_id(
         ),
         {"program_id": program_id, "external_id": external_id},
     )
+    return found
+
+
+async def require_member_id(
+    conn: AsyncConnection | AsyncSession, *, program_id: int, external_id: str
+) -> int:
+    """`member_id`, or 404 member_not_found."""
+    found = await member_id(conn, program_id=program_id, external_id=external_id)
+    if found is None:
+        raise errors.MemberNotFound(f"no member {external_id!r} in this program")
     return found

@@ -94,15 +94,11 @@ async def _refund(
         stored = await posting.run(conn, _REFUND, params)
         if stored.replayed:
             return stored
-        order_id = params["order_id"]
-        if await referrals.after_refund(conn, program=program, order_id=order_id) is None:
+        clawback = await referrals.after_refund(conn, program=program, order_id=params["order_id"])
+        if clawback is None:
             return stored
-        member_id: int = await conn.scalar(
-            text("SELECT member_id FROM orders WHERE program_id = :program_id AND order_id = :o"),
-            {"program_id": program.id, "o": order_id},
-        )
         return await referrals.with_current_balance(
-            conn, program=program, key=params["key"], stored=stored, member_id=member_id
+            conn, program=program, key=params["key"], stored=stored, member_id=clawback.referee_id
         )
 
 

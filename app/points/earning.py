@@ -26,7 +26,6 @@ from app.rules.dates import local_date, start_of_day
 from app.rules.engine import EarnOverflow, EarnResult, MemberContext
 from app.rules.tiers import TierStatus
 
-RESERVED_METADATA = ("rules_version", "breakdown")
 _WHOLE_ORDER_SKU = "order"
 
 

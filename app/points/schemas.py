@@ -34,6 +34,10 @@ Currency = Annotated[
 ]
 
 
+# metadata keys an earn writes itself (the rules that produced its points)
+RESERVED_METADATA = frozenset({"rules_version", "breakdown"})
+
+
 class Order(StrictModel):
     id: OrderId
     amount: MinorUnits = Field(description="Order total in minor units (cents for EUR).")
@@ -68,7 +72,7 @@ class EarnRequest(StrictModel):
     def points_or_order(self) -> EarnRequest:
         if self.points is None and self.order is None:
             raise ValueError("give points, or an order to compute them from")
-        reserved = sorted(set(self.metadata or {}) & {"rules_version", "breakdown"})
+        reserved = sorted(set(self.metadata or {}) & RESERVED_METADATA)
         if reserved:
             raise ValueError(f"metadata keys {reserved} are reserved for the rules")
         return self

@@ -22,7 +22,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import errors
-from app.ledger import posting
+from app.ledger import idempotency, posting
 from app.ledger.fingerprint import fingerprint
 from app.ledger.idempotency import StoredResponse
 from app.points import earning
@@ -34,7 +34,7 @@ from app.rules.backdating import occurred_at_problem
 from app.rules.dates import local_date
 from app.rules.engine import EarnResult, MemberContext
 from app.rules.pending import return_window_end
-from app.tiers.service import refresh_tier
+from app.tiers.service import refresh_tier, stored_tier
 
 _MOVE_POINTS = posting.api_call(
     "api_move_points",
@@ -142,11 +142,16 @@ class Earning:
 
 
 def plan_earn(
-    program: Program, request: EarnRequest, now: datetime, member: MemberContext | None = None
+    program: Program,
+    request: EarnRequest,
+    now: datetime,
+    member: MemberContext | None = None,
+    rules_view: engine.Order | None = None,
 ) -> Earning:
     """The move of an earn: explicit `points` as given, otherwise what the program's rules give
     the order (for a member in the state `member`; without it, a member the rules know nothing
-    about). Points go to pending inside the return window."""
+    about). Points go to pending inside the return window. `rules_view`: the order as the
+    rules see it, when the caller has built it already."""
     occurred_at = _check_occurred_at(program, request.occurred_at, now)
     order = request.order
     if order is not None and order.currency != program.currency:
@@ -154,13 +159,13 @@ def plan_earn(
             f"order is in {order.currency}, the program counts in {program.currency}"
         )
     result: EarnResult | None = None
-    rules_view: engine.Order | None = None
     if request.points is not None:
+        rules_view = None
         points = request.points
         earning_base = order.amount if order else 0
         metadata = request.metadata
     else:
-        rules_view = earning.order_of(program, request, occurred_at)
+        rules_view = rules_view or earning.order_of(program, request, occurred_at)
         result = earning.evaluate(program, rules_view, member or MemberContext())
         points = result.total
         if points <= 0:
@@ -248,14 +253,19 @@ async def _earn_for_member(
         ).one()
         member_id = begun.o_member_id
         if begun.o_key_used:
-            # a replay (or a conflict): api_move_points answers it from the stored response
-            return await _post(conn, program, key, fingerprint_, earn_move(program, request, now))
+            # a replay (or 409 for another request): answered from the stored response, never
+            # recomputed (the rules may have changed, or have given only a bonus)
+            replay = await idempotency.claim(conn, program.id, key, fingerprint_)
+            assert replay is not None  # the key is taken: claiming it replays or refuses
+            return replay
         today = local_date(now, program.timezone)
-        tier = await refresh_tier(conn, program, member_id, today, save=False)
+        # one read of the stored tier serves both evaluations: the first stores nothing
+        tier_state = await stored_tier(conn, program, member_id)
+        tier = await refresh_tier(conn, program, member_id, today, stored=tier_state, save=False)
         occurred_at = _check_occurred_at(program, request.occurred_at, now)
         view = earning.order_of(program, request, occurred_at)
         context = await earning.member_context(conn, program, member_id, view, tier)
-        plan = plan_earn(program, request, now, context)
+        plan = plan_earn(program, request, now, context, view)
         stored = await _post(conn, program, key, fingerprint_, plan.move)
         if stored.replayed or plan.result is None or plan.order is None:
             return stored
@@ -263,7 +273,7 @@ async def _earn_for_member(
         await earning.record_awards(
             conn, program, member_id, plan.order, plan.result, transaction_id
         )
-        await refresh_tier(conn, program, member_id, today)
+        await refresh_tier(conn, program, member_id, today, stored=tier_state)
         if request.order is not None:
             rewarded = await after_earn(
                 conn, program, member_id, request.order.id, plan.result.earning_base, occurred_at

@@ -8,7 +8,6 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from app import errors
-from app.ledger.posting import driver
 from app.members.schemas import Balance
 from app.points import earning
 from app.programs.models import Program
@@ -98,15 +97,11 @@ async def quote(conn: AsyncConnection, *, program: Program, request: QuoteReques
     )
 
 
-class _DryRun(Exception):
-    """Raised to roll back the quote's transaction: a quote writes nothing."""
-
-
 async def _earn(
     conn: AsyncConnection, program: Program, request: QuoteRequest, member_id: int | None
 ) -> EarnResult:
     """What the order would earn, by the same rules and member state as a real earn. The tier
-    is evaluated to today inside a transaction that is rolled back."""
+    is evaluated to today without storing it: a quote writes nothing."""
     now = datetime.now(UTC)
     order = request.order
     view = earning.rules_order(
@@ -120,15 +115,7 @@ async def _earn(
     if member_id is None or not program.rules_need_member:
         context = MemberContext(is_first_purchase=member_id is None)
         return earning.evaluate(program, view, context)
-    result: EarnResult | None = None
-    try:
-        async with (await driver(conn)).transaction():
-            today = local_date(now, program.timezone)
-            tier = await refresh_tier(conn, program, member_id, today, save=False)
-            context = await earning.member_context(conn, program, member_id, view, tier)
-            result = earning.evaluate(program, view, context)
-            raise _DryRun
-    except _DryRun:
-        pass
-    assert result is not None
-    return result
+    today = local_date(now, program.timezone)
+    tier = await refresh_tier(conn, program, member_id, today, save=False)
+    context = await earning.member_context(conn, program, member_id, view, tier)
+    return earning.evaluate(program, view, context)

@@ -49,7 +49,7 @@ from app.pagination import NEWEST, Cursor
 from app.programs.models import Program
 from app.referrals import repository
 from app.referrals.schemas import Referral, ReferralPage
-from app.rules.dates import local_date, start_of_day
+from app.rules.dates import add_months, local_date, start_of_day
 from app.rules.referrals import (
     ReferralParty,
     ReferralReason,
@@ -123,8 +123,7 @@ def _month_bounds(instant: datetime, timezone: str) -> tuple[datetime, datetime]
     """The first instants of the program-local calendar month of `instant` and of the next."""
     day = local_date(instant, timezone)
     first = date(day.year, day.month, 1)
-    following = date(day.year + day.month // 12, day.month % 12 + 1, 1)
-    return start_of_day(first, timezone), start_of_day(following, timezone)
+    return start_of_day(first, timezone), start_of_day(add_months(first, 1), timezone)
 
 
 async def _external_ids(
@@ -155,13 +154,11 @@ async def after_earn(
     counts by `earning_base`, the order's amount the rules earn on, in minor units.
     """
     policy = program.referral_policy
-    if policy is None or order_id is None:
+    if policy is None or order_id is None or earning_base < policy.min_order_amount:
         return None
     referral = await repository.open_referral(conn, referee_id=member_id)
     if referral is None:
         return None
-    if earning_base < policy.min_order_amount:
-        return None  # below the minimum: no need to look at (or lock) the referrer
     # Serialise the referrer's rewards on its account rows (see the module docstring).
     await repository.lock_accounts(
         conn, program_id=program.id, member_ids=[referral.referrer_id, member_id]
@@ -252,11 +249,21 @@ def _refunded_base(referral: repository.RewardedReferral) -> int:
     return referral.order_amount - left
 
 
-async def after_refund(conn: AsyncConnection, *, program: Program, order_id: str) -> int | None:
+@dataclass(frozen=True)
+class Clawback:
+    """A posted clawback: its transaction, and the referee (whose balance it changed)."""
+
+    transaction_id: int
+    referee_id: int
+
+
+async def after_refund(
+    conn: AsyncConnection, *, program: Program, order_id: str
+) -> Clawback | None:
     """Claw back the referral bonus of `order_id` if this refund (already applied, in this
     transaction, holding the referee's advisory lock) takes the order below the minimum
-    inside the return window. Returns the clawback transaction id (None if nothing was taken
-    back). A referral is clawed back once: its status changes in the same transaction."""
+    inside the return window. Returns the clawback posted (None if nothing was taken back).
+    A referral is clawed back once: its status changes in the same transaction."""
     policy = program.referral_policy
     if policy is None:
         return None
@@ -319,7 +326,7 @@ async def after_refund(conn: AsyncConnection, *, program: Program, order_id: str
             key=f"referral-clawback:{referral.id}",
         )
     await repository.mark_clawed_back(conn, referral_id=referral.id, transaction_id=transaction_id)
-    return transaction_id
+    return None if transaction_id is None else Clawback(transaction_id, referral.referee_id)
 
 
 def _clawback_metadata(role: str, take: _Take) -> dict[str, Any]:
@@ -350,13 +357,12 @@ async def made_by(
 ) -> ReferralPage:
     """The referrals a member made, newest first (cursor-paginated)."""
     before = _REFERRALS.decode(cursor) if cursor else NEWEST
-    member_id = await members.member_id(conn, program_id=program.id, external_id=external_id)
-    if member_id is None:
-        raise errors.MemberNotFound(f"no member {external_id!r} in this program")
+    member_id = await members.require_member_id(
+        conn, program_id=program.id, external_id=external_id
+    )
     rows = await repository.made_by(conn, referrer_id=member_id, before=before, limit=limit + 1)
-    more = len(rows) > limit
-    rows = rows[:limit]
+    items, next_cursor = _REFERRALS.page(rows, limit)
     return ReferralPage(
-        items=[Referral.model_validate(row, from_attributes=True) for row in rows],
-        next_cursor=_REFERRALS.encode(rows[-1].id) if more else None,
+        items=[Referral.model_validate(row, from_attributes=True) for row in items],
+        next_cursor=next_cursor,
     )

@@ -18,7 +18,6 @@ from app.rules.tiers import TierStatus
 # short statement).
 LATE_MARGIN = "5 minutes"
 
-_MEMBER_ID = text("SELECT id FROM members WHERE program_id = :program_id AND external_id = :member")
 _LOCK = text("SELECT lock_members(ARRAY[CAST(:member_id AS bigint)])")
 # The stored status and the member's membership terms, in one round trip (an earn evaluates
 # the tier under the member's lock, so every statement there is paid for by the next earn).
@@ -111,13 +110,6 @@ class EventDay:
     amount: int
     late: bool = False
     late_negative: bool = False
-
-
-async def member_id(conn: AsyncConnection, program_id: int, external_id: str) -> int | None:
-    found: int | None = await conn.scalar(
-        _MEMBER_ID, {"program_id": program_id, "member": external_id}
-    )
-    return found
 
 
 async def lock_member(conn: AsyncConnection, member_id: int) -> None:

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from app import errors
 from app.ledger import idempotency
 from app.ledger.fingerprint import fingerprint
+from app.members import repository as members
 from app.pagination import Cursor
 from app.programs.models import Program
 from app.rules.dates import ONE_DAY, local_date, start_of_day
@@ -42,8 +43,24 @@ EARLIEST_TERM = date(1900, 1, 1)
 LATEST_TERM = date(2999, 12, 31)
 
 
+async def stored_tier(
+    conn: AsyncConnection, program: Program, member_id: int
+) -> repository.StoredTier | None:
+    """What `refresh_tier` starts from (None when the program has no tiers): read it once
+    for several evaluations in one transaction that store nothing in between."""
+    if program.tier_program is None:
+        return None
+    return await repository.stored_tier(conn, member_id)
+
+
 async def refresh_tier(
-    conn: AsyncConnection, program: Program, member_id: int, today: date, *, save: bool = True
+    conn: AsyncConnection,
+    program: Program,
+    member_id: int,
+    today: date,
+    *,
+    stored: repository.StoredTier | None = None,
+    save: bool = True,
 ) -> TierStatus | None:
     """The member's tier status on `today` (a local date of the program), stored in
     `member_tiers` when it changed; None when the program has no tiers.
@@ -52,8 +69,9 @@ async def refresh_tier(
     their first day) with their qualifying events and memberships. Call it inside a database
     transaction holding the member's advisory lock (`SELECT lock_members(ARRAY[id])`).
     `save=False` only reads: for an evaluation that a later one in the same transaction
-    supersedes (an earn evaluates before posting, for the multiplier, and stores after)."""
-    evaluation = await evaluate_member(conn, program, member_id, today, save=save)
+    supersedes (an earn evaluates before posting, for the multiplier, and stores after);
+    `stored` is the `stored_tier` already read in this transaction, if any."""
+    evaluation = await evaluate_member(conn, program, member_id, today, stored=stored, save=save)
     return None if evaluation is None else evaluation.status
 
 
@@ -64,6 +82,7 @@ async def evaluate_member(
     today: date,
     *,
     rebuild: bool = False,
+    stored: repository.StoredTier | None = None,
     save: bool = True,
 ) -> TierEvaluation | None:
     """`refresh_tier`, returning the whole evaluation (with the progress figures).
@@ -72,7 +91,7 @@ async def evaluate_member(
     if tiers is None:
         return None
     timezone = program.timezone
-    stored = await repository.stored_tier(conn, member_id)
+    stored = stored or await repository.stored_tier(conn, member_id)
     memberships = projection.usable_memberships(tiers, stored.terms)
     previous = projection.parse_status(tiers, stored.status)
     evaluation: TierEvaluation | None = None
@@ -138,18 +157,13 @@ def _require_tiers(program: Program) -> TierProgram:
     return program.tier_program
 
 
-async def _member_id(conn: AsyncConnection, program: Program, external_id: str) -> int:
-    found = await repository.member_id(conn, program.id, external_id)
-    if found is None:
-        raise errors.MemberNotFound(f"no member {external_id!r} in this program")
-    return found
-
-
 async def get_tier(session: AsyncSession, *, program: Program, external_id: str) -> MemberTier:
     """The member's tier, evaluated to today under the member's lock and stored."""
     tiers = _require_tiers(program)
     conn = await session.connection()
-    member_id = await _member_id(conn, program, external_id)
+    member_id = await members.require_member_id(
+        conn, program_id=program.id, external_id=external_id
+    )
     await repository.lock_member(conn, member_id)
     today = _today(program)
     evaluation = await evaluate_member(conn, program, member_id, today)
@@ -253,7 +267,9 @@ async def grant_membership(
         raise errors.UnknownTier(f"no tier {request.tier!r} in this program (tiers: {codes})")
     starts_on, ends_on = term(program, request)
     conn = await session.connection()
-    member_id = await _member_id(conn, program, external_id)
+    member_id = await members.require_member_id(
+        conn, program_id=program.id, external_id=external_id
+    )
     await repository.lock_member(conn, member_id)
     membership_id = await repository.insert_membership(
         conn,
@@ -288,10 +304,9 @@ async def list_memberships(
 ) -> MembershipPage:
     """The member's memberships, oldest first (past, current and future)."""
     after = _MEMBERSHIPS.decode(cursor) if cursor else 0
-    member_id = await _member_id(conn, program, external_id)
-    rows = await repository.memberships(conn, member_id, after=after, limit=limit + 1)
-    more = len(rows) > limit
-    items = [_membership_view(r) for r in rows[:limit]]
-    return MembershipPage(
-        items=items, next_cursor=_MEMBERSHIPS.encode(items[-1].id) if more else None
+    member_id = await members.require_member_id(
+        conn, program_id=program.id, external_id=external_id
     )
+    rows = await repository.memberships(conn, member_id, after=after, limit=limit + 1)
+    page, next_cursor = _MEMBERSHIPS.page(rows, limit)
+    return MembershipPage(items=[_membership_view(r) for r in page], next_cursor=next_cursor)

@@ -64,11 +64,9 @@ async def history(
     conn: AsyncConnection, *, program: Program, external_id: str, limit: int, cursor: str | None
 ) -> HistoryPage:
     before = decode_cursor(cursor) if cursor else NEWEST
-    member_id = await members.member_id(conn, program_id=program.id, external_id=external_id)
-    if member_id is None:
-        raise errors.MemberNotFound(f"no member {external_id!r} in this program")
-    # One row more than asked tells whether an older page exists, without an empty last page.
-    items = await repository.history(conn, member_id=member_id, before=before, limit=limit + 1)
-    more = len(items) > limit
-    items = items[:limit]
-    return HistoryPage(items=items, next_cursor=encode_cursor(items[-1].id) if more else None)
+    member_id = await members.require_member_id(
+        conn, program_id=program.id, external_id=external_id
+    )
+    rows = await repository.history(conn, member_id=member_id, before=before, limit=limit + 1)
+    items, next_cursor = _HISTORY.page(rows, limit)
+    return HistoryPage(items=items, next_cursor=next_cursor)
