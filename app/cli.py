@@ -18,17 +18,25 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from app import migrate
-from app.config import Settings, get_settings
+from app import embedded, migrate
+from app.config import get_settings
 from app.db import Database, resolve_database_url
+from app.demo import DEMO_SLUG, DemoKey, demo_key
 from app.events import importer
+from app.ledger.commit import Committer, GroupCommit
 from app.ledger.rebuild import rebuild as rebuild_projections
 from app.ledger.verify import verify as verify_ledger
 from app.logging import configure_logging
+from app.points.service import Ledger
 from app.programs import repository as programs
 from app.programs import service as program_service
+from app.programs.auth import AuthCaches
 from app.programs.service import CreatedKey, ProgramSetupError
+from app.tiers import checks as tier_checks
 from app.worker import jobs
+
+# the features' own checks and rebuilds of their projections, for verify and rebuild
+FEATURE_CHECKS = (tier_checks,)
 
 cli = typer.Typer(help="points-ledger: a headless loyalty-points service.", no_args_is_help=True)
 program_cli = typer.Typer(help="Manage programs (tenants).", no_args_is_help=True)
@@ -40,8 +48,6 @@ console = Console()
 err_console = Console(stderr=True)
 T = TypeVar("T")
 
-DEMO_SLUG = "demo"
-
 
 def _run_with_database(work: Callable[[Database], Awaitable[T]], *, migrate_first: bool) -> T:
     settings = get_settings()
@@ -50,11 +56,11 @@ def _run_with_database(work: Callable[[Database], Awaitable[T]], *, migrate_firs
         migrate.upgrade(url)
 
     async def main() -> T:
-        database = Database.connect(url, settings)
+        database = await Database.connect(url, settings)
         try:
             return await work(database)
         finally:
-            await database.dispose()
+            await database.close()
 
     return asyncio.run(main())
 
@@ -122,7 +128,7 @@ def program_create(
     }
 
     async def work(database: Database) -> CreatedKey:
-        async with database.sessions() as session, session.begin():
+        async with database.transaction() as session:
             return await program_service.create_program(
                 session,
                 slug=slug,
@@ -168,7 +174,7 @@ def program_set(
     }
 
     async def work(database: Database) -> None:
-        async with database.sessions() as session, session.begin():
+        async with database.transaction() as session:
             await program_service.configure_program(session, slug=slug, settings=settings)
 
     try:
@@ -208,7 +214,7 @@ def keys_create(
     """Create an API key for a program (shown once)."""
 
     async def work(database: Database) -> CreatedKey:
-        async with database.sessions() as session, session.begin():
+        async with database.transaction() as session:
             return await program_service.create_key(
                 session, program_slug=program, scopes=scopes, name=name
             )
@@ -230,8 +236,8 @@ def keys_revoke(
     prefix = parts[1] if len(parts) >= 3 and parts[0] == "plk" else key
 
     async def work(database: Database) -> bool:
-        async with database.sessions() as session, session.begin():
-            return await programs.revoke_key(session, prefix)
+        async with database.single() as db:
+            return await programs.revoke_key(db, prefix)
 
     if not _run_with_database(work, migrate_first=False):
         _fail(f"no active key with prefix {prefix!r}")
@@ -280,8 +286,8 @@ def import_events(
     rejects_path = rejects or file.with_suffix(".rejected.csv")
 
     async def work(database: Database) -> importer.ImportSummary:
-        async with database.engine.connect() as conn:
-            found = await programs.program_by_slug(conn, program)
+        async with database.single() as db:
+            found = await programs.program_by_slug(db, program)
         if found is None:
             raise ProgramSetupError(f"no program with slug {program!r}")
         fieldnames = [*(rows[0].keys() if rows else importer.COLUMNS), "error_code", "error_detail"]
@@ -298,8 +304,12 @@ def import_events(
             writer = csv.DictWriter(handle, fieldnames=fieldnames, extrasaction="ignore")
             writer.writeheader()
             task = progress.add_task("import", total=len(rows))
+            # one engine call per batch, no group commit: each batch brings its own events
+            ledger = Ledger(
+                database, Committer(database, GroupCommit(enabled=False)), AuthCaches.with_ttl(0)
+            )
             return await importer.import_rows(
-                database,
+                ledger,
                 found,
                 rows,
                 batch_size=batch_size,
@@ -328,17 +338,14 @@ def verify() -> None:
     """Check every ledger invariant and that projections equal a fold of the entries."""
 
     async def work(database: Database) -> bool:
-        async with database.engine.connect() as conn:
-            report = await verify_ledger(conn)
+        report = await verify_ledger(database)
         table = Table("check", "result", "detail")
         for result in report.results:
             detail = (
-                result.check.description
-                if result.ok
-                else json.dumps(result.offending[:5], default=str)
+                result.description if result.ok else json.dumps(result.offending[:5], default=str)
             )
             table.add_row(
-                result.check.name, "[green]ok[/green]" if result.ok else "[red]DRIFT[/red]", detail
+                result.name, "[green]ok[/green]" if result.ok else "[red]DRIFT[/red]", detail
             )
         console.print(table)
         return report.ok
@@ -354,32 +361,26 @@ def rebuild() -> None:
     """Recompute every projection (member balances, lots, tier statuses) from the ledger."""
 
     async def work(database: Database) -> int:
-        async with database.engine.begin() as conn:
-            return await rebuild_projections(conn)
+        return await rebuild_projections(database)
 
     corrected = _run_with_database(work, migrate_first=False)
     console.print(f"projections rebuilt; {corrected} row(s) corrected")
 
 
-async def _demo_key(database: Database) -> CreatedKey:
-    """The demo program (created once) and a fresh admin key for this start."""
-    async with database.sessions() as session, session.begin():
-        if await programs.program_by_slug(session, DEMO_SLUG) is None:
-            return await program_service.create_program(
-                session, slug=DEMO_SLUG, name="Demo Coffee Club", currency="EUR"
-            )
-        return await program_service.create_key(
-            session, program_slug=DEMO_SLUG, scopes=["admin"], name="demo admin key"
-        )
-
-
-def _print_demo(settings: Settings, host: str, port: int, key: str) -> None:
+def _print_demo(host: str, port: int, demo: DemoKey) -> None:
     base = f"http://{host}:{port}"
+    key = demo.api_key
     auth = f'-H "Authorization: Bearer {key}"'
+    if demo.reused:
+        about_key = f"the same key as last time, kept in {demo.path}"
+    else:
+        about_key = f"a new key, kept in {demo.path} and printed again on the next start"
+        if demo.revoked:
+            about_key += f"; {demo.revoked} earlier demo key(s) revoked"
     console.print(
         f"\n[bold]points-ledger[/bold] is starting at {base}  (API docs: {base}/docs)\n"
         f"demo program: [bold]{DEMO_SLUG}[/bold] (EUR, 1 point per euro)\n"
-        f"admin API key: [bold]{key}[/bold]\n\n"
+        f"admin API key: [bold]{key}[/bold]\n  ({about_key})\n\n"
         "try:\n"
         f"  curl -s {base}/v1/earn {auth} -H 'Idempotency-Key: demo-1' -H 'Content-Type: "
         'application/json\' -d \'{"member": "alice", "order": {"id": "o-1", '
@@ -399,27 +400,36 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port to listen on.")] = None,
     workers: Annotated[int, typer.Option(min=1, help="Worker processes.")] = 1,
 ) -> None:
-    """Migrate the database and serve the API (embedded PostgreSQL unless a URL is set)."""
+    """Migrate the database and serve the API (embedded PostgreSQL unless a URL is set).
+
+    SIGTERM and SIGINT stop it cleanly, with exit status 0: uvicorn finishes the requests in
+    flight and stops its workers, then this process stops the embedded PostgreSQL it started or
+    adopted (unless another live process still uses it).
+    """
     settings = get_settings()
     host = host or settings.host
     port = port or settings.port
-    url = resolve_database_url(settings)  # also exported to worker processes
-    migrate.upgrade(url)
-    if demo:
-        created = _run_with_database(_demo_key, migrate_first=False)
-        _print_demo(settings, host, port, created.api_key)
-    uvicorn.run(
-        "app.main:app_factory",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=10,
-    )
+    with embedded.stop_on_signals():
+        url = resolve_database_url(settings)  # also exported to worker processes
+        migrate.upgrade(url)
+        if demo:
+
+            async def setup(database: Database) -> DemoKey:
+                return await demo_key(database, settings.data_dir)
+
+            _print_demo(host, port, _run_with_database(setup, migrate_first=False))
+        uvicorn.run(
+            "app.main:app_factory",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            loop="uvloop",
+            http="httptools",
+            access_log=False,
+            log_level=settings.log_level,
+            timeout_graceful_shutdown=10,
+        )
 
 
 def main() -> None:

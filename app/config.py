@@ -15,7 +15,8 @@ class Settings(BaseSettings):
     data_dir: Path = Path(".points-ledger")
 
     pool_size: int = Field(default=20, ge=1)
-    pool_max_overflow: int = Field(default=10, ge=0)
+    # a connection idle this long is closed (the pool opens connections on demand)
+    pool_idle_seconds: float = Field(default=300, gt=0)
 
     host: str = "127.0.0.1"
     port: int = 8000
@@ -27,6 +28,14 @@ class Settings(BaseSettings):
 
     log_level: str = "info"
     log_json: bool = False
+
+    # Group commit (app.ledger.commit): concurrent single writes of one process share one engine
+    # call and one commit. On by default; the batch cap, how many flushes of one program may
+    # run at once, and an optional pause (ms) before a flush takes the queue.
+    group_commit: bool = True
+    group_commit_max_batch: int = Field(default=256, ge=1, le=10_000)
+    group_commit_max_in_flight: int = Field(default=2, ge=1, le=64)
+    group_commit_window_ms: float = Field(default=0.0, ge=0, le=1000)
 
 
 @lru_cache

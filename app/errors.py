@@ -1,27 +1,21 @@
 """Errors as RFC 9457 problem details.
 
 Every error the service returns is an `ApiError` subclass (or is translated into one), carrying
-its HTTP status and a stable machine-readable `code`; one handler renders them all as
-`application/problem+json`. Clients switch on `code`, never on `title` or `detail`.
+its HTTP status and a stable machine-readable `code`; one handler (app.api.problems) renders
+them all as `application/problem+json`. Clients switch on `code`, never on `title` or `detail`.
+
+A refusal kept as the answer of a write (insufficient_points, hold_expired...) is stored by its
+`code` and `detail`; `by_code` finds its class again to answer a replay the same way. This
+module knows no HTTP framework: the ledger raises these too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import orjson
-import structlog
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, Field
-from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.responses import Response
 
-PROBLEM_JSON = "application/problem+json"
 PROBLEM_TYPE_BASE = "https://points-ledger.dev/problems/"
-
-log = structlog.get_logger(__name__)
 
 
 class Problem(BaseModel):
@@ -43,6 +37,12 @@ class ApiError(Exception):
     status: ClassVar[int] = 500
     code: ClassVar[str] = "internal_error"
     title: ClassVar[str] = "Internal error"
+
+    _by_code: ClassVar[dict[str, type[ApiError]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        ApiError._by_code.setdefault(cls.code, cls)
 
     def __init__(self, detail: str | None = None, *, errors: list[dict[str, Any]] | None = None):
         super().__init__(detail or self.title)
@@ -86,6 +86,10 @@ class NotFound(ApiError):
 
 class MemberNotFound(NotFound):
     code, title = "member_not_found", "Member not found"
+
+    @classmethod
+    def named(cls, external_id: str) -> MemberNotFound:
+        return cls(f"no member {external_id!r} in this program")
 
 
 class TransactionNotFound(NotFound):
@@ -142,99 +146,6 @@ class AmountOutOfRange(ApiError):
 
 class ServiceUnavailable(ApiError):
     status, code, title = 503, "service_unavailable", "Service unavailable"
-
-
-def problem_response(error: ApiError, headers: Mapping[str, str] | None = None) -> Response:
-    body = error.problem().model_dump(exclude_none=True)
-    if isinstance(error, ServiceUnavailable):
-        headers = {"Retry-After": "1", **(headers or {})}
-    return Response(
-        orjson.dumps(body), status_code=error.status, media_type=PROBLEM_JSON, headers=headers
-    )
-
-
-def error_responses(*errors: type[ApiError], body: bool = False) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses=` for an authenticated endpoint: each status with the codes it may
-    carry. `body=True` adds the problems of reading a JSON body."""
-    by_status: dict[int, list[str]] = {}
-    documented: tuple[type[ApiError], ...] = (
-        *errors,
-        ValidationFailed,
-        Unauthorized,
-        Forbidden,
-        ServiceUnavailable,
-    )
-    if body:
-        documented += (MalformedJson, PayloadTooLarge)
-    for error in documented:
-        by_status.setdefault(error.status, []).append(error.code)
-    return {
-        status: {
-            "model": Problem,
-            "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-            "description": "Problem details; code is one of: " + ", ".join(sorted(set(codes))),
-        }
-        for status, codes in sorted(by_status.items())
-    }
-
-
-def _validation_errors(exc: RequestValidationError) -> list[dict[str, Any]]:
-    cleaned = []
-    for err in exc.errors():
-        cleaned.append(
-            {
-                "loc": [str(part) for part in err.get("loc", ())],
-                "msg": str(err.get("msg", "")),
-                "type": str(err.get("type", "")),
-            }
-        )
-    return cleaned
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def api_error_handler(_: Request, exc: ApiError) -> Response:
-        return problem_response(exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def validation_handler(_: Request, exc: RequestValidationError) -> Response:
-        errors = _validation_errors(exc)
-        if any(err["type"] == "json_invalid" for err in errors):
-            return problem_response(MalformedJson(errors[0]["msg"]))
-        first = errors[0] if errors else {"loc": [], "msg": "invalid request"}
-        where = ".".join(part for part in first["loc"] if part != "body") or "body"
-        return problem_response(ValidationFailed(f"{where}: {first['msg']}", errors=errors))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def http_error_handler(_: Request, exc: StarletteHTTPException) -> Response:
-        if exc.status_code == 404:
-            return problem_response(NotFound("No such endpoint"))
-        if exc.status_code == 405:
-            return problem_response(MethodNotAllowed(), headers=exc.headers)
-        body = {
-            "type": PROBLEM_TYPE_BASE + "bad_request",
-            "title": "Bad request",
-            "status": exc.status_code,
-            "code": "bad_request",
-            "detail": str(exc.detail),
-        }
-        return Response(
-            orjson.dumps(body),
-            status_code=exc.status_code,
-            media_type=PROBLEM_JSON,
-            headers=exc.headers,
-        )
-
-    @app.exception_handler(OSError)
-    async def unreachable_handler(request: Request, exc: OSError) -> Response:
-        # Connecting to the database failed (refused, reset, no route): retry later.
-        log.warning("database_unreachable", path=request.url.path, error=str(exc))
-        return problem_response(ServiceUnavailable("the database is unavailable; retry shortly"))
-
-    @app.exception_handler(Exception)
-    async def unexpected_handler(request: Request, exc: Exception) -> Response:
-        log.exception("unhandled_error", path=request.url.path)
-        return problem_response(ApiError("An unexpected error occurred; it has been logged."))
 
 
 class NothingToEarn(ApiError):
@@ -298,7 +209,7 @@ class ReferralCodeUnknown(ApiError):
 
 
 class ReferralRefused(ApiError):
-    """A referral link the abuse controls refuse (app.rules.referrals.check_link)."""
+    """A referral link the abuse controls refuse (app.domain.referrals.check_link)."""
 
     status, code, title = 422, "referral_refused", "The referral is not allowed"
 
@@ -372,3 +283,9 @@ class UnknownTier(ApiError):
 
 class MembershipTermInvalid(ApiError):
     status, code, title = 422, "membership_term_invalid", "The membership's term is not valid"
+
+
+def by_code(code: str) -> type[ApiError]:
+    """The error class of a stable `code` (a kept refusal), or the generic 500 for an unknown
+    one (a code the service no longer has)."""
+    return ApiError._by_code.get(code, ApiError)

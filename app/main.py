@@ -5,21 +5,19 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from sqlalchemy.exc import DBAPIError
-from starlette.responses import Response
+from fastapi import FastAPI
 
-from app import errors
+from app.api.middleware import BodySizeLimit
+from app.api.problems import install_error_handlers
 from app.config import Settings, get_settings
 from app.db import Database, resolve_database_url
 from app.events.endpoints import router as events_router
 from app.expiry.endpoints import router as expiry_router
 from app.health.endpoints import router as health_router
 from app.holds.endpoints import router as holds_router
-from app.ledger import errors as ledger_errors
+from app.ledger.commit import Committer, GroupCommit
 from app.logging import configure_logging
 from app.members.endpoints import router as members_router
-from app.middleware import BodySizeLimit
 from app.orders.endpoints import router as orders_router
 from app.points.endpoints import router as points_router
 from app.programs.auth import AuthCaches
@@ -50,11 +48,22 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         url = database_url or resolve_database_url(settings)
-        app.state.database = Database.connect(url, settings)
+        database = await Database.connect(url, settings)
+        app.state.database = database
+        app.state.committer = Committer(
+            database,
+            GroupCommit(
+                enabled=settings.group_commit,
+                max_batch=settings.group_commit_max_batch,
+                max_in_flight=settings.group_commit_max_in_flight,
+                window_seconds=settings.group_commit_window_ms / 1000,
+            ),
+        )
         try:
             yield
         finally:
-            await app.state.database.dispose()
+            await app.state.committer.close()
+            await database.close()
 
     app = FastAPI(
         title="points-ledger",
@@ -63,15 +72,7 @@ def create_app(settings: Settings | None = None, database_url: str | None = None
         lifespan=lifespan,
     )
     app.state.auth_caches = AuthCaches.with_ttl(settings.cache_ttl_seconds)
-    errors.install_error_handlers(app)
-
-    @app.exception_handler(DBAPIError)
-    async def database_error_handler(request: Request, exc: DBAPIError) -> Response:
-        translated = ledger_errors.translate(exc)
-        if translated is None:
-            errors.log.error("database_error", path=request.url.path, error=str(exc.orig))
-            translated = errors.ApiError("An unexpected database error occurred; it was logged.")
-        return errors.problem_response(translated)
+    install_error_handlers(app)
 
     app.include_router(health_router)
     app.include_router(members_router)

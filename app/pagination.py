@@ -10,19 +10,22 @@ import base64
 import binascii
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Protocol, TypeVar
+from typing import Any, TypeVar
 
 from app import errors
 
 NEWEST = 2**63 - 1  # the largest bigint id: "before NEWEST" is the first page, newest first
 
 
-class _HasId(Protocol):
-    @property
-    def id(self) -> int: ...
+Row = TypeVar("Row")
 
 
-Row = TypeVar("Row", bound=_HasId)
+def _row_id(row: Any) -> int:
+    """A row's id: a database record's `id` column, or a model's `id` attribute."""
+    try:
+        return int(row["id"])
+    except TypeError:
+        return int(row.id)
 
 
 @dataclass(frozen=True)
@@ -49,4 +52,4 @@ class Cursor:
         cursor after the last of them when the extra row shows there is more (so the last
         page is never an empty one)."""
         items = list(rows[:limit])
-        return items, self.encode(items[-1].id) if len(rows) > limit else None
+        return items, self.encode(_row_id(items[-1])) if len(rows) > limit else None

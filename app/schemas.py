@@ -7,52 +7,13 @@ rejects with a 500: NUL characters and lone surrogates are refused, integers are
 
 from __future__ import annotations
 
-import re
-from datetime import date
 from typing import Annotated
 
-from pydantic import (
-    AfterValidator,
-    AwareDatetime,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    StringConstraints,
-)
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StringConstraints
 
-from app.ledger.limits import MAX_AMOUNT
+from app.domain.types import MAX_AMOUNT, IsoDate, IsoDateTime, Text, storable
 
-
-def _storable(value: str) -> str:
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError("must be valid Unicode text") from exc
-    return value
-
-
-def _iso_text(shape: re.Pattern[str], example: str) -> BeforeValidator:
-    """JSON has no date type: accept ISO 8601 text (or a date object from Python), never a
-    number or numeric string, which pydantic would otherwise read as a Unix time."""
-
-    def check(value: object) -> object:
-        if isinstance(value, date) or (isinstance(value, str) and shape.match(value)):
-            return value
-        raise ValueError(f"must be ISO 8601 text like {example}")
-
-    return BeforeValidator(check)
-
-
-IsoDate = Annotated[
-    date, Field(strict=False), _iso_text(re.compile(r"\d{4}-\d{2}-\d{2}\Z"), "2024-05-17")
-]
-IsoDateTime = Annotated[
-    AwareDatetime,
-    _iso_text(re.compile(r"\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}"), "2024-05-17T09:30:00Z"),
-]
+__all__ = ["IsoDate", "IsoDateTime", "Text"]
 
 
 class StrictModel(BaseModel):
@@ -60,8 +21,6 @@ class StrictModel(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-
-Text = Annotated[str, Field(strict=True), AfterValidator(_storable)]
 
 ExternalId = Annotated[
     str,
@@ -75,19 +34,19 @@ ExternalId = Annotated[
 OrderId = Annotated[
     str,
     StringConstraints(strict=True, min_length=1, max_length=128),
-    AfterValidator(_storable),
+    AfterValidator(storable),
     Field(examples=["order-1001"]),
 ]
 
 Reason = Annotated[
-    str, StringConstraints(strict=True, min_length=1, max_length=500), AfterValidator(_storable)
+    str, StringConstraints(strict=True, min_length=1, max_length=500), AfterValidator(storable)
 ]
 
 MetadataKey = Annotated[
-    str, StringConstraints(min_length=1, max_length=64), AfterValidator(_storable)
+    str, StringConstraints(min_length=1, max_length=64), AfterValidator(storable)
 ]
 MetadataValue = (
-    Annotated[str, StringConstraints(strict=True, max_length=500), AfterValidator(_storable)]
+    Annotated[str, StringConstraints(strict=True, max_length=500), AfterValidator(storable)]
     | Annotated[int, Field(strict=True, ge=-MAX_AMOUNT, le=MAX_AMOUNT)]
     | Annotated[bool, Field(strict=True)]
     | None

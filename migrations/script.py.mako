@@ -6,7 +6,7 @@ Create Date: ${create_date}
 """
 
 from alembic import op
-
+${imports if imports else ""}
 revision = ${repr(up_revision)}
 down_revision = ${repr(down_revision)}
 branch_labels = None

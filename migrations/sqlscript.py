@@ -1,14 +1,11 @@
-"""Run a multi-statement SQL script inside a migration.
+"""Run a multi-statement SQL script (a revision's DDL) inside a migration.
 
 asyncpg prepares every statement it is given, and a prepared statement holds one command; a
-script (tables, triggers, PL/pgSQL bodies) goes through asyncpg's simple-query path instead,
-on the migration's own connection and transaction.
+script goes through asyncpg's simple-query path instead, on the migration's own connection and
+transaction.
 """
 
-import importlib.util
-import re
 from pathlib import Path
-from types import ModuleType
 
 from alembic import op
 from sqlalchemy.util import concurrency
@@ -21,22 +18,6 @@ def run_script(sql: str) -> None:
     await_(driver_connection.execute(sql))
 
 
-def revision_module(filename: str) -> ModuleType:
-    """Load another revision file as a module (to reuse its SQL in a downgrade)."""
-    path = Path(__file__).parent / "versions" / filename
-    spec = importlib.util.spec_from_file_location(path.stem, path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def function_definition(script: str, name: str) -> str:
-    """The `CREATE [OR REPLACE] FUNCTION name(…) … $$;` statement for `name` in a script."""
-    found = re.search(rf"CREATE (OR REPLACE )?FUNCTION {name}\(", script)
-    if found is None:
-        raise ValueError(f"no function {name} in the script")
-    start = found.start()
-    body_start = script.index("$$", start) + 2
-    end = script.index("$$;", body_start) + 3
-    return script[start:end]
+def run_file(name: str) -> None:
+    """A DDL script kept beside the revisions (migrations/<name>)."""
+    run_script((Path(__file__).parent / name).read_text())

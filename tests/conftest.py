@@ -27,7 +27,11 @@ from app.config import Settings
 from app.db import Database, to_async_url
 from app.main import create_app
 from app.programs import service as program_service
+from app.tiers import checks as tier_checks
 from tests.support import LiveServer, TestProgram, libpq_url, start_live_server
+
+# verify and rebuild see the features' checks once their modules are imported (as the CLI does)
+FEATURE_CHECKS = (tier_checks,)
 
 
 def _server_url() -> tuple[str, object | None]:
@@ -75,14 +79,16 @@ def database_url() -> Iterator[str]:
 
 @pytest.fixture(scope="session")
 def settings() -> Settings:
-    return Settings(database_url=None, pool_size=60, pool_max_overflow=10, cache_ttl_seconds=0.5)
+    # The in-process app's pool and the tests' own, and the live server's (40), must fit in a
+    # server's default max_connections (100) together; idle connections close within a second.
+    return Settings(database_url=None, pool_size=20, pool_idle_seconds=1, cache_ttl_seconds=0.5)
 
 
 @pytest.fixture(scope="session")
 async def database(database_url: str, settings: Settings) -> AsyncIterator[Database]:
-    db = Database.connect(database_url, settings)
+    db = await Database.connect(database_url, settings)
     yield db
-    await db.dispose()
+    await db.close()
 
 
 @pytest.fixture(scope="session")
@@ -101,7 +107,7 @@ async def client(app: object) -> AsyncIterator[httpx.AsyncClient]:
 
 async def make_program(database: Database, **options: object) -> TestProgram:
     slug = f"p-{uuid.uuid4().hex[:12]}"
-    async with database.sessions() as session, session.begin():
+    async with database.transaction() as session:
         created = await program_service.create_program(
             session,
             slug=slug,

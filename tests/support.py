@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 from sqlalchemy.engine import make_url
 
@@ -58,7 +59,7 @@ class TestProgram:
         """An API key of this program carrying exactly `scopes`."""
         label = ",".join(sorted(scopes))
         if label not in self._scoped_keys:
-            async with self.database.sessions() as session, session.begin():
+            async with self.database.transaction() as session:
                 created = await program_service.create_key(
                     session, program_slug=self.slug, scopes=scopes
                 )
@@ -91,6 +92,19 @@ async def available(client: httpx.AsyncClient, program: TestProgram, member: str
     assert response.status_code == 200, response.text
     value: int = response.json()["balance"]["available"]
     return value
+
+
+async def move_clock(sql: asyncpg.Connection, program_id: int, statement: str, *args: Any) -> None:
+    """Time passes, by hand: `statement` moves due dates of the program into the past (a pending
+    lot's release_at, a hold's or a lot's expires_at). Its members are then marked due, as the
+    write that set those dates would have done (`members.due_at` is the earliest work of the
+    member; `verify` checks it), so the next read or the worker finds the work."""
+    async with sql.transaction():
+        await sql.execute(statement, *args)
+        await sql.execute(
+            "UPDATE members SET due_at = now() - interval '1 second' WHERE program_id = $1",
+            program_id,
+        )
 
 
 async def run_cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -140,7 +154,8 @@ def start_live_server(database_url: str, *extra_env: tuple[str, str]) -> LiveSer
     env = {
         **os.environ,
         "POINTS_LEDGER_DATABASE_URL": database_url,
-        "POINTS_LEDGER_POOL_SIZE": "60",
+        "POINTS_LEDGER_POOL_SIZE": "40",
+        "POINTS_LEDGER_POOL_IDLE_SECONDS": "1",
         "POINTS_LEDGER_CACHE_TTL_SECONDS": "0.5",
         **dict(extra_env),
     }

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
 
 from tests.support import earn
 
@@ -43,16 +42,12 @@ BAD_EARNS = [
 
 
 async def _ledger_size(database, program) -> tuple[int, int]:
-    async with database.engine.connect() as conn:
-        row = (
-            await conn.execute(
-                text(
-                    "SELECT (SELECT count(*) FROM transactions WHERE program_id = :p),"
-                    " (SELECT count(*) FROM members WHERE program_id = :p)"
-                ),
-                {"p": program.id},
-            )
-        ).one()
+    async with database.single() as db:
+        row = await db.fetchrow(
+            "SELECT (SELECT count(*) FROM transactions WHERE program_id = $1),"
+            " (SELECT count(*) FROM members WHERE program_id = $1)",
+            program.id,
+        )
     return row[0], row[1]
 
 

@@ -9,7 +9,7 @@ from decimal import Decimal
 from app.db import Database
 from app.worker import jobs
 from tests.conftest import make_program
-from tests.support import available, earn, redeem, run_cli
+from tests.support import available, earn, move_clock, redeem, run_cli
 
 
 async def test_quote_writes_nothing(client, database, sql):
@@ -171,23 +171,25 @@ async def test_two_workers_release_due_work_exactly_once(
             json={"member": f"w{i}", "points": 5, "expires_in": 60},
             headers=program.write_headers(),
         )
-    await sql.execute(
+    await move_clock(
+        sql,
+        program.id,
         "UPDATE pending_lots SET release_at = now() - interval '1 second' WHERE program_id = $1",
         program.id,
     )
-    await sql.execute(
+    await move_clock(
+        sql,
+        program.id,
         "UPDATE holds SET expires_at = now() - interval '1 second' WHERE program_id = $1",
         program.id,
     )
-    first, second = (
-        Database.connect(database_url, settings),
-        Database.connect(database_url, settings),
-    )
+    first = await Database.connect(database_url, settings)
+    second = await Database.connect(database_url, settings)
     try:
         results = await asyncio.gather(jobs.run_pass(first), jobs.run_pass(second))
     finally:
-        await first.dispose()
-        await second.dispose()
+        await first.close()
+        await second.close()
     assert sum(r.postings for r in results) >= 12  # 6 settlements + 6 expired holds, once each
     settles = await sql.fetchval(
         "SELECT count(*) FROM transactions WHERE program_id = $1 AND kind = 'settle'", program.id

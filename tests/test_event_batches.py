@@ -140,8 +140,15 @@ async def test_late_and_out_of_order_pos_sales(client, program):
     assert [r["status"] for r in body["results"]] == ["rejected", "posted", "posted", "rejected"]
     assert body["results"][0]["problem"]["code"] == "member_not_found"  # not enrolled yet
     assert body["results"][3]["problem"]["code"] == "occurred_at_out_of_range"
-    retry = (await post(client, program, [events[0]])).json()  # the till retries later
-    assert retry["results"][0]["status"] == "posted"
+    # the till retries the refused event later, under the same id: a declined request keeps
+    # its answer (the member exists by now, yet nothing posts) ...
+    retry = (await post(client, program, [events[0]])).json()
+    assert retry["results"][0]["status"] == "rejected"
+    assert retry["results"][0]["problem"]["code"] == "member_not_found"
+    assert await available(client, program, "dee") == 15
+    # ... and a new event id is a new request, which posts
+    again = (await post(client, program, [{**events[0], "id": "late-2-again"}])).json()
+    assert again["results"][0]["status"] == "posted"
     assert await available(client, program, "dee") == 10
 
 

@@ -1,7 +1,8 @@
 """Expiry against PostgreSQL: lots, FIFO spending, lazy and worker expiry, `GET .../expiring`.
 
-Every credit of a member's available points is a lot dated by the program's policy (the SQL
-`lot_expires_at`, which must agree with `app.rules.expiry.lot_expires_at`); spending takes the
+Every credit of a member's available points is a lot dated by the program's policy
+(`app.domain.expiry.lot_expires_at`, in Python only; here it is checked against an independent
+oracle on PostgreSQL's calendar, `tests/oracles/lot_expires_at.sql`); spending takes the
 lots that expire first; due lots lapse in one `expire` posting each (member available ->
 program breakage), lazily before any read or write of the member, or by the worker -- exactly
 once either way. Policies are set with SQL (the program cache is cleared after).
@@ -10,8 +11,10 @@ once either way. Policies are set with SQL (the program cache is cleared after).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from datetime import UTC, date, datetime, time, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -21,10 +24,11 @@ from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
 from app.db import Database
+from app.domain.dates import add_months, zone
+from app.domain.expiry import ExpiryPolicy, inactivity_expires_at, lot_expires_at
 from app.ledger.verify import CHECKS
-from app.rules.dates import add_months, zone
-from app.rules.expiry import ExpiryPolicy, inactivity_expires_at, lot_expires_at
 from app.worker import jobs
+from tests import support
 from tests.conftest import make_program
 from tests.support import available, earn, libpq_url, redeem, run_cli
 
@@ -112,39 +116,34 @@ LOT_CHECKS = (
 )
 
 
-async def lot_drift(conn: Any, program: Any, names: tuple[str, ...] = LOT_CHECKS) -> set[str]:
+async def lot_drift(db: Any, program: Any, names: tuple[str, ...] = LOT_CHECKS) -> set[str]:
     """The lot checks of `verify` that find something about `program` (other tests' data
-    is left out: tests share the database)."""
-    scope = f"""
-        SELECT array(SELECT id FROM members WHERE program_id = {int(program.id)}),
-               array(SELECT id FROM lots WHERE program_id = {int(program.id)}),
-               array(SELECT id FROM transactions WHERE program_id = {int(program.id)})
-    """
-    members, lots, transactions = (await conn.exec_driver_sql(scope)).one()
+    is left out: tests share the database; every check names the program of what it finds)."""
     found = set()
     for check in CHECKS:
-        if check.name not in names:
-            continue
-        for row in (await conn.exec_driver_sql(check.sql)).mappings():
-            if (
-                row.get("member_id") in members
-                or row.get("lot_id") in lots
-                or row.get("transaction_id") in transactions
-            ):
-                found.add(check.name)
+        if check.name in names:
+            for row in await db.fetch(check.sql):
+                if row.get("program_id") == program.id:
+                    found.add(check.name)
     return found
+
+
+class _RolledBack(Exception):
+    """Leaves a transaction without committing it."""
 
 
 async def check_ledger(database: Database, program: Any) -> None:
     """The lot checks of `verify` find nothing about `program`."""
-    async with database.engine.connect() as conn:
-        assert await lot_drift(conn, program) == set()
+    async with database.single() as db:
+        assert await lot_drift(db, program) == set()
 
 
 async def move_clock(sql: asyncpg.Connection, program: Any) -> None:
     """Make the program's lots that are not due yet due now: their expires_at becomes the
     transaction start, later than every posting so far (so no earlier spending looks late)."""
-    await sql.execute(
+    await support.move_clock(
+        sql,
+        program.id,
         "UPDATE lots SET expires_at = now() WHERE program_id = $1"
         " AND (expires_at IS NULL OR expires_at > now())",
         program.id,
@@ -204,7 +203,8 @@ async def test_every_earn_creates_a_lot_dated_by_the_policy(app, client, databas
 
 
 async def test_lot_dates_worked_examples(sql):
-    """The worked examples of app.rules.expiry, computed by the SQL function."""
+    """The worked examples of app.domain.expiry, computed by Python and by the SQL oracle."""
+    await install_oracle(sql)
     examples = [
         # Paris, 12 months: earned 15 March 2025 10:00 CET, valid through 15 March 2026
         (
@@ -259,7 +259,7 @@ async def test_lot_dates_worked_examples(sql):
     ]
     for policy, tz, earned, expected in examples:
         got = await sql.fetchval(
-            "SELECT lot_expires_at($1::jsonb, $2, $3)",
+            "SELECT pg_temp.lot_expires_at($1::jsonb, $2, $3)",
             json.dumps(policy),
             tz,
             datetime.fromisoformat(earned),
@@ -271,12 +271,22 @@ async def test_lot_dates_worked_examples(sql):
         )
     for policy in ({"kind": "never"}, {"kind": "inactivity", "months": 3}):
         assert (
-            await sql.fetchval("SELECT lot_expires_at($1::jsonb, 'UTC', now())", json.dumps(policy))
+            await sql.fetchval(
+                "SELECT pg_temp.lot_expires_at($1::jsonb, 'UTC', now())", json.dumps(policy)
+            )
             is None
         )
 
 
-# ------------------------------------------------ SQL lot_expires_at == Python lot_expires_at
+# ------------------------------------- Python lot_expires_at == the SQL oracle's lot_expires_at
+
+ORACLE = Path(__file__).parent / "oracles" / "lot_expires_at.sql"
+
+
+async def install_oracle(conn: asyncpg.Connection) -> None:
+    """The independent implementation, in this session's pg_temp schema (gone at disconnect)."""
+    await conn.execute(ORACLE.read_text())
+
 
 ZONES = [
     "UTC",
@@ -338,7 +348,7 @@ def _sql_expiry(
 ) -> list[datetime | None]:
     rows = loop.run_until_complete(
         conn.fetch(
-            "SELECT lot_expires_at(p::jsonb, z, t) AS at"
+            "SELECT pg_temp.lot_expires_at(p::jsonb, z, t) AS at"
             "  FROM unnest($1::text[], $2::text[], $3::timestamptz[]) WITH ORDINALITY"
             "       AS c (p, z, t, n) ORDER BY n",
             [json.dumps(p) for p, _, _ in cases],
@@ -390,6 +400,7 @@ def sync_sql(database_url: str) -> Any:
     """A plain asyncpg connection driven from synchronous code (hypothesis tests)."""
     loop = asyncio.new_event_loop()
     conn = loop.run_until_complete(asyncpg.connect(libpq_url(database_url)))
+    loop.run_until_complete(install_oracle(conn))
     try:
         yield conn, loop
     finally:
@@ -407,7 +418,7 @@ def sync_sql(database_url: str) -> Any:
         min_value=datetime(1990, 1, 1), max_value=datetime(2060, 12, 31), timezones=st.just(UTC)
     ),
 )
-def test_sql_lot_expires_at_matches_python(sync_sql, policy, tz, earned_at):
+def test_lot_expires_at_matches_the_sql_oracle(sync_sql, policy, tz, earned_at):
     conn, loop = sync_sql
     case = (policy, tz, earned_at)
     expected = _python_expiry(case)
@@ -415,7 +426,7 @@ def test_sql_lot_expires_at_matches_python(sync_sql, policy, tz, earned_at):
     assert _sql_expiry(conn, loop, [case]) == [expected], case
 
 
-def test_sql_lot_expires_at_matches_python_on_dst_and_month_ends(sync_sql):
+def test_lot_expires_at_matches_the_sql_oracle_on_dst_and_month_ends(sync_sql):
     """Systematically: lots earned around every DST change of 2020-2030 and on every month
     end, and lots whose expiry day lands on a DST change, in every zone above."""
     conn, loop = sync_sql
@@ -467,7 +478,7 @@ def test_sql_lot_expires_at_matches_python_on_dst_and_month_ends(sync_sql):
 AMBIGUOUS_MIDNIGHT = "America/Havana"  # DST ends at 01:00 -> 00:00: midnight happens twice
 
 
-def test_sql_lot_expires_at_matches_python_on_an_ambiguous_midnight(sync_sql):
+def test_lot_expires_at_matches_the_sql_oracle_on_an_ambiguous_midnight(sync_sql):
     conn, loop = sync_sql
     cases: list[tuple[dict[str, Any], str, datetime]] = []
     for day in _dst_days(AMBIGUOUS_MIDNIGHT, 2020, 2030):
@@ -586,7 +597,9 @@ async def test_settled_pending_points_keep_the_earn_date(app, client, database, 
     )
     assert response.status_code == 201, response.text
     assert await lots_of(sql, program, "ola") == []  # pending points are not a lot yet
-    await sql.execute(
+    await support.move_clock(
+        sql,
+        program.id,
         "UPDATE pending_lots SET release_at = now() - interval '1 second' WHERE program_id = $1",
         program.id,
     )
@@ -796,7 +809,10 @@ async def test_inactivity_credit_after_the_deadline_does_not_break_the_member(
             headers=program.write_headers(),
         )
         assert adjust.status_code == 201, adjust.text
-        await sql.fetchval("SELECT member_maintain($1, $2)", program.id, lu)
+        # a posting's lock maintains the member first (due again: points after the deadline)
+        await sql.fetch(
+            "SELECT * FROM ledger_lock_members($1, ARRAY[$2]::bigint[])", program.id, lu
+        )
         member = await client.get("/v1/members/lu", headers=program.headers)
         assert member.status_code == 200, member.text
     await check_ledger(database, program)
@@ -806,15 +822,13 @@ async def test_inactivity_credit_after_the_deadline_does_not_break_the_member(
 
 
 async def _two_workers(database_url: str, settings: Any) -> list[jobs.PassResult]:
-    first, second = (
-        Database.connect(database_url, settings),
-        Database.connect(database_url, settings),
-    )
+    first = await Database.connect(database_url, settings)
+    second = await Database.connect(database_url, settings)
     try:
         return list(await asyncio.gather(jobs.run_pass(first), jobs.run_pass(second)))
     finally:
-        await first.dispose()
-        await second.dispose()
+        await first.close()
+        await second.close()
 
 
 async def test_two_workers_expire_each_lot_exactly_once(
@@ -828,7 +842,9 @@ async def test_two_workers_expire_each_lot_exactly_once(
         due.append(await earn_at(client, program, name, 20, now() - timedelta(days=10)))
         await earn_at(client, program, name, 5, now())
     # two lots of each member fall due while nobody looks at the member: the worker's job
-    await sql.execute("UPDATE lots SET expires_at = now() WHERE transaction_id = ANY($1)", due)
+    await support.move_clock(
+        sql, program.id, "UPDATE lots SET expires_at = now() WHERE transaction_id = ANY($1)", due
+    )
     results = await _two_workers(database_url, settings)
     assert sum(r.postings for r in results) >= 16
     expired = await expires(sql, program)
@@ -851,10 +867,10 @@ async def test_worker_finds_inactive_members(app, client, database, sql):
     assert expired["member_id"] == await member_id(sql, program, "sleepy")
     assert expired["points"] == 40
     # nothing more to do for these members: the worker does not keep listing them
-    async with database.engine.connect() as conn:
-        listed = (await conn.execute(jobs._DUE_MEMBERS, {"limit": 100_000})).all()
-    assert (program.id, await member_id(sql, program, "sleepy")) not in listed
-    assert (program.id, await member_id(sql, program, "awake")) not in listed
+    async with database.single() as db:
+        listed = [row[0] for row in await db.fetch(jobs._DUE_MEMBERS, program.id, 100_000)]
+    assert await member_id(sql, program, "sleepy") not in listed
+    assert await member_id(sql, program, "awake") not in listed
 
 
 async def test_a_crashed_worker_pass_is_redone_once(app, client, database, sql, database_url):
@@ -865,8 +881,18 @@ async def test_a_crashed_worker_pass_is_redone_once(app, client, database, sql, 
     try:
         work = crashing.transaction()
         await work.start()
-        assert await crashing.fetchval("SELECT pg_try_advisory_xact_lock($1)", zed)
-        assert await crashing.fetchval("SELECT member_maintain($1, $2)", program.id, zed) == 1
+        # a worker's pass: the member claimed (its row is its lock), then maintained
+        assert await crashing.fetchval(
+            "SELECT id FROM members WHERE program_id = $1 AND id = $2 FOR NO KEY UPDATE",
+            program.id,
+            zed,
+        )
+        assert (
+            await crashing.fetchval(
+                "SELECT ledger_maintain($1, ARRAY[$2]::bigint[], true)", program.id, zed
+            )
+            == 1
+        )
         # while the first worker holds the member, another pass skips it
         busy = await jobs.run_pass(database)
         assert busy.skipped >= 1
@@ -973,15 +999,16 @@ async def test_verify_catches_lot_drift(app, client, database, sql):
     await redeem(client, program, "quin", 20)
     await check_ledger(database, program)
     names = {"lots_match_available", "lots_match_movements", "lots_follow_entries"}
-    async with database.engine.connect() as conn:
-        await conn.exec_driver_sql(
-            f"UPDATE lots SET remaining = remaining - 1 WHERE program_id = {program.id}"
-        )
-        failing = set()
-        for check in CHECKS:
-            if check.name in names and (await conn.exec_driver_sql(check.sql)).all():
-                failing.add(check.name)
-        await conn.rollback()
+    failing = set()
+    with contextlib.suppress(_RolledBack):
+        async with database.transaction() as tx:
+            await tx.execute(
+                "UPDATE lots SET remaining = remaining - 1 WHERE program_id = $1", program.id
+            )
+            for check in CHECKS:
+                if check.name in names and await tx.fetch(check.sql):
+                    failing.add(check.name)
+            raise _RolledBack
     assert failing == {"lots_match_available", "lots_match_movements"}
 
 

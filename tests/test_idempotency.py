@@ -8,11 +8,9 @@ from tests.support import available, earn, new_key
 
 
 async def _count_transactions(database, program) -> int:
-    from sqlalchemy import text
-
-    async with database.engine.connect() as conn:
-        count: int = await conn.scalar(
-            text("SELECT count(*) FROM transactions WHERE program_id = :p"), {"p": program.id}
+    async with database.single() as db:
+        count: int = await db.fetchval(
+            "SELECT count(*) FROM transactions WHERE program_id = $1", program.id
         )
     return count
 
@@ -75,15 +73,36 @@ async def test_keys_are_scoped_to_their_program(client, program, other_program):
     assert await available(client, other_program, "m") == 7
 
 
-async def test_a_failed_write_stores_nothing_and_can_be_retried(client, program):
+async def test_a_declined_request_keeps_its_answer_after_the_balance_grows(client, program):
+    """A redeem refused for a business reason reached the ledger: its 409 is its answer, kept
+    under its key. Replaying the key after the member earned enough answers the same 409 and
+    posts nothing (the client was told "declined"); a new key is a new request."""
     headers = program.write_headers()
     body = {"member": "dave", "points": 50}
     await earn(client, program, "dave", 10)
-    assert (await client.post("/v1/redeem", json=body, headers=headers)).status_code == 409
+    declined = await client.post("/v1/redeem", json=body, headers=headers)
+    assert declined.status_code == 409
+    assert declined.json()["code"] == "insufficient_points"
     await earn(client, program, "dave", 40)
-    retry = await client.post("/v1/redeem", json=body, headers=headers)
-    assert retry.status_code == 201
+    replay = await client.post("/v1/redeem", json=body, headers=headers)
+    assert (replay.status_code, replay.json()) == (409, declined.json())
+    assert replay.headers["Idempotent-Replayed"] == "true"
+    assert await available(client, program, "dave") == 50
+    fresh = await client.post("/v1/redeem", json=body, headers=program.write_headers())
+    assert fresh.status_code == 201, fresh.text
     assert await available(client, program, "dave") == 0
+
+
+async def test_a_request_refused_before_the_ledger_stores_nothing(client, program):
+    """Bad input never reaches the ledger: nothing is kept, and the key is free for the
+    corrected request."""
+    headers = program.write_headers()
+    bad = await client.post("/v1/earn", json={"member": "dot", "points": -5}, headers=headers)
+    assert bad.status_code == 422
+    good = await client.post("/v1/earn", json={"member": "dot", "points": 5}, headers=headers)
+    assert good.status_code == 201, good.text
+    assert "Idempotent-Replayed" not in good.headers
+    assert await available(client, program, "dot") == 5
 
 
 async def test_concurrent_requests_with_one_key_post_once(client, program, database):

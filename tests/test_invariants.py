@@ -161,7 +161,8 @@ async def test_posting_more_than_available_raises_and_posts_nothing(client, prog
         program.id,
     )
     member_id = await sql.fetchval("SELECT id FROM members WHERE program_id = $1", program.id)
-    with pytest.raises(asyncpg.PostgresError, match="insufficient_points") as raised:
+    # the account's CHECK is the backstop under every caller's own check
+    with pytest.raises(asyncpg.CheckViolationError, match="no_overdraft") as raised:
         await sql.fetchval(
             "SELECT ledger_post($1, 'redeem', $2, now(), $3::bigint[], $4::bigint[])",
             program.id,
@@ -169,7 +170,7 @@ async def test_posting_more_than_available_raises_and_posts_nothing(client, prog
             [available, redemption],
             [-11, 11],
         )
-    assert raised.value.sqlstate == "PL100"
+    assert raised.value.sqlstate == "23514"
     assert await sql.fetchval("SELECT balance FROM accounts WHERE id = $1", available) == 10
     count = await sql.fetchval(
         "SELECT count(*) FROM transactions WHERE program_id = $1", program.id

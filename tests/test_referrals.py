@@ -1,7 +1,7 @@
 """Referrals: codes, links at enrolment, the bonus on the first qualifying order, the abuse
 controls (self-referral, one referrer, monthly cap) and the clawback on refunds.
 
-Worked example used throughout (after app.rules.referrals): a EUR program earning 1 point per
+Worked example used throughout (after app.domain.referrals): a EUR program earning 1 point per
 euro; Ana refers friends; the bonus is 500 points for Ana and 250 for the friend on the friend's
 first order of at least EUR 20.00, at most 2 rewarded referrals per referrer per month, clawed
 back when the order is refunded within 14 days.

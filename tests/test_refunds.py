@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from tests.conftest import make_program
-from tests.support import available, earn, redeem
+from tests.support import available, earn, move_clock, redeem
 
 
 async def order_earn(client, program, member: str, order_id: str, amount: int, **extra):
@@ -63,7 +63,9 @@ async def test_pending_points_become_available_lazily_when_due(client, database,
     program = await make_program(database, pending_days=7)
     await order_earn(client, program, "cat", "o-1", 3_000)
     # time passes: the window ends
-    await sql.execute(
+    await move_clock(
+        sql,
+        program.id,
         "UPDATE pending_lots SET release_at = now() - interval '1 second' WHERE program_id = $1",
         program.id,
     )
@@ -140,7 +142,9 @@ async def test_refund_before_and_after_the_pending_window(client, database, sql)
     assert (early["balance"]["pending"], early["balance"]["available"]) == (75, 0)
 
     await order_earn(client, program, "hugo", "late", 10_000)
-    await sql.execute(
+    await move_clock(
+        sql,
+        program.id,
         "UPDATE pending_lots SET release_at = now() - interval '1 second' WHERE program_id = $1",
         program.id,
     )

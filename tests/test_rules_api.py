@@ -16,9 +16,10 @@ import pytest
 
 from app import errors
 from app.db import Database
-from app.rules import repository
+from app.domain.earning import RuleSet
+from app.programs import rule_sets
+from app.programs import rule_sets as repository
 from app.rules import service as rules_service
-from app.rules.engine import RuleSet
 from tests.support import TestProgram, new_key, run_cli
 
 BASE = {
@@ -382,12 +383,12 @@ async def test_concurrent_writers_without_if_match_all_apply_in_turn(client, pro
 async def test_a_version_written_by_someone_else_is_a_conflict_not_a_500(
     database: Database, program
 ):
-    async with database.sessions() as session, session.begin():
-        stored = await repository.current(session, program.id)
+    async with database.single() as db:
+        stored = await repository.current(db, program.id)
     taken = RuleSet(version=1, timezone="UTC", rules=stored.rules.rules)
     with pytest.raises(errors.VersionConflict):
-        async with database.sessions() as session, session.begin():
-            await repository.insert(session, program.id, taken)
+        async with database.transaction() as tx:
+            await repository.insert(tx, program.id, taken)
 
 
 async def test_the_next_earn_uses_the_new_version(client, program):
@@ -444,8 +445,8 @@ async def test_set_base_rate_replaces_the_base_rule_or_adds_one(
     client, database: Database, program, sql
 ):
     await patch(client, program, "base", {"rounding": "nearest", "min_order_amount": 500})
-    async with database.sessions() as session, session.begin():
-        await rules_service.set_base_rate(session, program_id=program.id, rate=Decimal("2.5"))
+    async with database.transaction() as tx:
+        await rule_sets.set_base_rate(tx, program_id=program.id, rate=Decimal("2.5"))
     base = (await client.get("/v1/rules/base", headers=program.headers)).json()
     assert base["rules_version"] == 3
     assert base["rule"]["points_per_unit"] == "2.5"
@@ -454,18 +455,16 @@ async def test_set_base_rate_replaces_the_base_rule_or_adds_one(
 
     await client.delete("/v1/rules/base", headers=program.write_headers())
     await add(client, program, COFFEE)
-    async with database.sessions() as session, session.begin():
-        await rules_service.set_base_rate(session, program_id=program.id, rate=Decimal(4))
+    async with database.transaction() as tx:
+        await rule_sets.set_base_rate(tx, program_id=program.id, rate=Decimal(4))
     current = (await client.get("/v1/rules", headers=program.headers)).json()
     assert current["version"] == 6
     assert [rule["id"] for rule in current["rules"]] == ["coffee-x2", "base"]
     assert current["rules"][1]["points_per_unit"] == "4"
 
     with pytest.raises(ValueError, match="invalid base rate"):
-        async with database.sessions() as session, session.begin():
-            await rules_service.set_base_rate(
-                session, program_id=program.id, rate=Decimal("2000000")
-            )
+        async with database.transaction() as tx:
+            await rule_sets.set_base_rate(tx, program_id=program.id, rate=Decimal("2000000"))
     assert await versions(sql, program) == [1, 2, 3, 4, 5, 6]
 
 
@@ -528,4 +527,4 @@ def test_merge_patch_follows_rfc_7396(target, patch, result):
     ],
 )
 def test_if_match(header, holds):
-    assert rules_service.if_match_holds(header, rules_service.etag(3)) is holds
+    assert rule_sets.if_match_holds(header, rule_sets.etag(3)) is holds

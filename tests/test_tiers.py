@@ -18,22 +18,21 @@ import httpx
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlalchemy import text
 
 from app.db import Database
+from app.domain.dates import local_date
+from app.domain.tiers import Membership, QualifyingEvent, TierProgram, TierStatus
 from app.ledger.rebuild import rebuild
 from app.ledger.verify import verify
 from app.programs.repository import program_by_id
-from app.rules.dates import local_date
-from app.rules.tiers import Membership, QualifyingEvent, TierProgram, TierStatus
+from app.tiers.checks import rebuild_tiers
 from app.tiers.projection import (
+    EventDay,
     evaluate_from,
     from_scratch,
     must_restart,
     qualifying_events,
-    rebuild_tiers,
 )
-from app.tiers.repository import EventDay
 from app.tiers.service import refresh_tier
 from tests.support import TestProgram, earn, new_key
 
@@ -76,13 +75,11 @@ async def refresh(
     database: Database, program: TestProgram, member_id: int, day: date
 ) -> TierStatus:
     """What the lazy evaluation does on `day`: refresh_tier under the member's lock."""
-    async with database.engine.begin() as conn:
-        loaded = await program_by_id(conn, program.id)
-        assert loaded is not None
-        await conn.execute(text("SELECT lock_members(ARRAY[CAST(:m AS bigint)])"), {"m": member_id})
-        status = await refresh_tier(conn, loaded, member_id, day)
-    assert status is not None
-    return status
+    async with database.single() as db:
+        loaded = await program_by_id(db, program.id)
+    assert loaded is not None
+    async with database.lock_members(program.id, [member_id]) as locks:
+        return (await refresh_tier(locks, loaded, member_id, day)).status
 
 
 async def get_tier(client: httpx.AsyncClient, program: TestProgram, member: str) -> Any:
@@ -99,9 +96,8 @@ async def stored(sql: asyncpg.Connection, member_id: int) -> Any:
 
 
 async def tier_drift(database: Database, member_id: int) -> list[dict[str, Any]]:
-    async with database.engine.connect() as conn:
-        report = await verify(conn)
-    (result,) = [r for r in report.results if r.check.name == "tiers_match_ledger"]
+    report = await verify(database)
+    (result,) = [r for r in report.results if r.name == "tiers_match_ledger"]
     return [row for row in result.offending if row["member_id"] == member_id]
 
 
@@ -593,8 +589,7 @@ async def test_verify_finds_a_tampered_status_and_rebuild_fixes_it(
     assert drift[0]["stored"]["tier"] == "gold"
     assert drift[0]["expected"]["tier"] == "silver"
 
-    async with database.engine.begin() as conn:
-        corrected = await rebuild(conn)
+    corrected = await rebuild(database)
     assert corrected >= 1
     repaired = await stored(sql, mid)
     assert repaired["tier"] == "silver"
@@ -625,7 +620,7 @@ async def test_rebuild_brings_a_stale_status_up_to_date_without_calling_it_a_cor
     later = year_end(today()) + timedelta(days=400)
 
     noon = datetime(later.year, later.month, later.day, 12, tzinfo=UTC)
-    corrected = await rebuild_tiers(database.engine, program_id=program.id, now=noon)
+    corrected = await rebuild_tiers(database, program_id=program.id, now=noon)
 
     assert corrected == 0
     moved = await stored(sql, stale)

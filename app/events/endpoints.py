@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from fastapi import APIRouter
 
-from fastapi import APIRouter, Depends
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from app import errors
-from app.db import get_autocommit_connection
+from app.api.problems import error_responses
 from app.events import service
 from app.events.schemas import BatchResult, EventBatch
-from app.programs.auth import CanEarnAndRedeem
+from app.points.deps import Postings
+from app.programs.access import CanEarnAndRedeem
 
 router = APIRouter(prefix="/v1/events", tags=["events"])
 
@@ -21,16 +18,13 @@ router = APIRouter(prefix="/v1/events", tags=["events"])
     response_model=BatchResult,
     summary="Post up to 1,000 earn/redeem events at once (POS sync, imports)",
     description=(
-        "One database transaction for the whole batch; each event answers `posted`, "
-        "`duplicate` (its `id` was posted before: the original result) or `rejected` with a "
+        "One engine call and one commit for the whole batch; each event answers `posted`, "
+        "`duplicate` (its `id` was answered before: the original answer) or `rejected` with a "
         "problem. One bad event never rejects the others. Event ids are idempotency keys, in "
-        "the same namespace as `Idempotency-Key`. Needs the `earn` and `redeem` scopes."
+        "the same namespace as `Idempotency-Key`; a refused event stays refused under its id. "
+        "Needs the `earn` and `redeem` scopes."
     ),
-    responses=errors.error_responses(body=True),
+    responses=error_responses(body=True),
 )
-async def post_batch(
-    body: EventBatch,
-    caller: CanEarnAndRedeem,
-    conn: Annotated[AsyncConnection, Depends(get_autocommit_connection)],
-) -> BatchResult:
-    return await service.post_batch(conn, program=caller.program, raw_events=body.events)
+async def post_batch(body: EventBatch, caller: CanEarnAndRedeem, ledger: Postings) -> BatchResult:
+    return await service.post_batch(ledger, program=caller.program, raw_events=body.events)

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from app.db import Database
 from app.events.schemas import EventResult
 from app.events.service import post_batch
+from app.points.service import Ledger
 from app.programs.models import Program
 
 COLUMNS = (
@@ -79,7 +79,7 @@ def read_rows(path: Path) -> Iterator[dict[str, str]]:
 
 
 async def import_rows(
-    database: Database,
+    ledger: Ledger,
     program: Program,
     rows: list[dict[str, str]],
     *,
@@ -90,10 +90,9 @@ async def import_rows(
     summary = ImportSummary()
     for start in range(0, len(rows), batch_size):
         chunk = rows[start : start + batch_size]
-        async with database.autocommit.connect() as conn:
-            result = await post_batch(
-                conn, program=program, raw_events=[row_to_event(row) for row in chunk]
-            )
+        result = await post_batch(
+            ledger, program=program, raw_events=[row_to_event(row) for row in chunk]
+        )
         summary.posted += result.posted
         summary.duplicate += result.duplicate
         summary.rejected += result.rejected

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
-from sqlalchemy.ext.asyncio import AsyncConnection
+from fastapi import APIRouter, Path, Query
 
 from app import errors
-from app.db import get_autocommit_connection
+from app.api.deps import Db
+from app.api.problems import error_responses
 from app.expiry import service
 from app.expiry.schemas import MemberExpiring, parse_within
-from app.programs.auth import CanRead
+from app.programs.access import CanRead
 from app.schemas import ExternalId
 
 router = APIRouter(prefix="/v1/members", tags=["members"])
@@ -26,12 +26,12 @@ router = APIRouter(prefix="/v1/members", tags=["members"])
         "the instant they lapse, soonest first, with their total. Points already due are "
         "expired first (the member's `expire` transactions appear in its history)."
     ),
-    responses=errors.error_responses(errors.MemberNotFound),
+    responses=error_responses(errors.MemberNotFound),
 )
 async def member_expiring(
     external_id: Annotated[ExternalId, Path(description="The member's external id")],
     caller: CanRead,
-    conn: Annotated[AsyncConnection, Depends(get_autocommit_connection)],
+    database: Db,
     within: Annotated[
         str,
         Query(
@@ -42,4 +42,7 @@ async def member_expiring(
     ] = "30d",
 ) -> MemberExpiring:
     days = parse_within(within)
-    return await service.expiring(conn, program=caller.program, external_id=external_id, days=days)
+    async with database.single() as db:
+        return await service.expiring(
+            db, program=caller.program, external_id=external_id, days=days
+        )

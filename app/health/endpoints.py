@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from pydantic import BaseModel
 
 from app import errors
-from app.db import get_database
+from app.api.deps import Db
 
 router = APIRouter(tags=["health"])
 
@@ -26,9 +26,9 @@ async def healthz() -> Health:
     summary="The database is reachable",
     responses={503: {"description": "Database unreachable", "model": errors.Problem}},
 )
-async def readyz(request: Request) -> Health:
+async def readyz(database: Db) -> Health:
     try:
-        await get_database(request).ping()
+        await database.ping()
     except Exception as exc:  # any failure to reach the database means "not ready"
         raise errors.ServiceUnavailable("database unreachable") from exc
     return Health(status="ok")

@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from app.ledger.limits import PositivePoints
+from app.domain.types import PositivePoints
 from app.members.schemas import Balance
 from app.schemas import ExternalId, OrderId, StrictModel
 

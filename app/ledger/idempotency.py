@@ -1,100 +1,87 @@
-"""Idempotency keys for every write.
+"""Idempotency: what "the same request" is, and the answer kept under a key.
 
-A write claims its key at the start of its database transaction and stores its response at the
-end (`idempotency_claim` / `idempotency_complete` in SQL). Replaying a key returns the stored
-response and posts nothing; the same key with a different request is `409
-idempotency_conflict`. Failed requests store nothing, so a client may retry them. The hot
-postings (earn, redeem, adjust) do claim, posting and completion inside one SQL function.
+Every write that reaches the ledger keeps its answer under its idempotency key, in the same
+database transaction as its posting: a success (status and body) or a refusal for a business
+reason (no status; the problem's stable `code` and `detail`). Replaying the key returns that
+answer and posts nothing, every time: a redeem declined for insufficient_points stays declined
+even after the member has earned more (as Stripe and TigerBeetle's `id_already_failed` do).
+The same key with a different request is 409 idempotency_conflict, and is not kept. Requests
+refused before they reach the ledger (a malformed body, a missing key) keep nothing.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Any
 
 import orjson
-from fastapi import Depends, Header
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
-from starlette.responses import Response
 
 from app import errors
-
-REPLAY_HEADER = "Idempotent-Replayed"
-
-
-async def idempotency_key(
-    key: Annotated[
-        str | None,
-        Header(
-            alias="Idempotency-Key",
-            description="Unique per program and write; replaying it returns the first result.",
-            min_length=1,
-            max_length=255,
-            pattern=r"^[\x21-\x7E]+$",
-        ),
-    ] = None,
-) -> str:
-    if key is None:
-        raise errors.IdempotencyKeyMissing("send an Idempotency-Key header with every write")
-    return key
+from app.db import Transaction
 
 
-IdempotencyKey = Annotated[str, Depends(idempotency_key)]
+def fingerprint(operation: str, payload: Any) -> bytes:
+    """SHA-256 of the operation name and the request's canonical JSON (sorted keys)."""
+    canonical = orjson.dumps(payload, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    return hashlib.sha256(operation.encode() + b"\n" + canonical).digest()
 
 
 @dataclass(frozen=True)
-class StoredResponse:
-    status: int
+class Answer:
+    """The answer kept under an idempotency key: `status` and `body` of a success, or (status
+    None) a refusal whose body is {code, detail}. `replayed`: this request found it stored."""
+
+    status: int | None
     body: Any
-    replayed: bool
+    replayed: bool = False
 
-    def render(self) -> Response:
-        content = self.body if isinstance(self.body, str) else orjson.dumps(self.body)
-        headers = {REPLAY_HEADER: "true"} if self.replayed else None
-        return Response(
-            content, status_code=self.status, media_type="application/json", headers=headers
-        )
+    @property
+    def refused(self) -> bool:
+        return self.status is None
+
+    def error(self) -> errors.ApiError:
+        """The refusal as an API error (only for a refusal)."""
+        assert self.refused
+        return errors.by_code(str(self.body.get("code")))(self.body.get("detail"))
+
+    def raise_if_refused(self) -> Answer:
+        if self.refused:
+            raise self.error()
+        return self
 
 
-async def claim(
-    session: AsyncSession | AsyncConnection, program_id: int, key: str, fingerprint: bytes
-) -> StoredResponse | None:
-    """Claim `key` for this transaction; the stored response if it was already used."""
-    row = (
-        await session.execute(
-            text(
-                "SELECT o_claimed, o_status, o_response::text AS body"
-                " FROM idempotency_claim(:program_id, :key, :fingerprint)"
-            ),
-            {"program_id": program_id, "key": key, "fingerprint": fingerprint},
-        )
-    ).one()
-    if row.o_claimed:
+async def claim(db: Transaction, program_id: int, key: str, print_: bytes) -> Answer | None:
+    """Claim `key` for the write about to happen in this transaction (`ledger_claim`): None
+    when the caller should go on, else the answer kept under the key (a replay). A concurrent
+    request with the same key waits until the first commits."""
+    row = await db.fetchrow(
+        "SELECT o_claimed, o_status, o_body FROM ledger_claim($1, $2, $3)",
+        program_id,
+        key,
+        print_,
+    )
+    assert row is not None
+    if row["o_claimed"]:
         return None
-    return StoredResponse(status=row.o_status, body=row.body, replayed=True)
+    return Answer(status=row["o_status"], body=row["o_body"], replayed=True)
 
 
 async def complete(
-    session: AsyncSession,
+    db: Transaction,
     program_id: int,
     key: str,
     status: int,
     body: Any,
     transaction_id: int | None = None,
-) -> StoredResponse:
-    """Store the response of a claimed key (in the same database transaction)."""
-    stored = await session.scalar(
-        text(
-            "SELECT idempotency_complete(:program_id, :key, CAST(:status AS smallint),"
-            " CAST(:body AS jsonb), :transaction_id)::text"
-        ),
-        {
-            "program_id": program_id,
-            "key": key,
-            "status": status,
-            "body": orjson.dumps(body).decode(),
-            "transaction_id": transaction_id,
-        },
+) -> Answer:
+    """Keep the answer of a claimed key, in the same transaction (`ledger_answer`)."""
+    stored = await db.fetchval(
+        "SELECT ledger_answer($1, $2, $3::smallint, $4::jsonb, $5)",
+        program_id,
+        key,
+        status,
+        body,
+        transaction_id,
     )
-    return StoredResponse(status=status, body=stored, replayed=False)
+    return Answer(status=status, body=stored)

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, Field, StringConstraints
 
-from app.rules.referrals import normalize_email, normalize_phone
+from app.domain.referrals import normalize_email, normalize_phone
 from app.schemas import ExternalId, IsoDate, Metadata, Money, StrictModel
 
 

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Body, Depends, Path
-from sqlalchemy.ext.asyncio import AsyncConnection
+from fastapi import APIRouter, Body, Path
 from starlette.responses import Response
 
 from app import errors
-from app.db import get_autocommit_connection
-from app.ledger.idempotency import IdempotencyKey
+from app.api.answers import render
+from app.api.deps import Db, IdempotencyKey
+from app.api.problems import error_responses
 from app.orders import service
 from app.orders.schemas import CancelRequest, Order, RefundRequest, RefundResult
-from app.programs.auth import CanEarn, CanRead
+from app.programs.access import CanEarn, CanRead
 from app.schemas import OrderId
 
 router = APIRouter(prefix="/v1/orders", tags=["orders"])
 
-Connection = Annotated[AsyncConnection, Depends(get_autocommit_connection)]
 OrderPath = Annotated[OrderId, Path(description="The order id given when it earned points")]
 _ERRORS = (
     errors.IdempotencyKeyMissing,
@@ -38,7 +37,7 @@ _ERRORS = (
         "points first, then available; what was already spent follows the program's return "
         "policy. Several partial refunds may add up to the order total, never more."
     ),
-    responses=errors.error_responses(
+    responses=error_responses(
         *_ERRORS, errors.RefundExceedsOrder, errors.CurrencyMismatch, body=True
     ),
 )
@@ -47,12 +46,12 @@ async def refund_order(
     body: RefundRequest,
     caller: CanEarn,
     key: IdempotencyKey,
-    conn: Connection,
+    database: Db,
 ) -> Response:
-    stored = await service.refund(
-        conn, program=caller.program, key=key, order_id=order_id, request=body
+    answer = await service.refund(
+        database, program=caller.program, key=key, order_id=order_id, request=body
     )
-    return stored.render()
+    return render(answer, caller.program)
 
 
 @router.post(
@@ -64,26 +63,31 @@ async def refund_order(
         "Refunds what is left of the order (taking back its points) and gives back the points "
         "redeemed on it."
     ),
-    responses=errors.error_responses(*_ERRORS, body=True),
+    responses=error_responses(*_ERRORS, body=True),
 )
 async def cancel_order(
     order_id: OrderPath,
     caller: CanEarn,
     key: IdempotencyKey,
-    conn: Connection,
+    database: Db,
     body: Annotated[CancelRequest | None, Body()] = None,
 ) -> Response:
-    stored = await service.cancel(
-        conn, program=caller.program, key=key, order_id=order_id, request=body or CancelRequest()
+    answer = await service.cancel(
+        database,
+        program=caller.program,
+        key=key,
+        order_id=order_id,
+        request=body or CancelRequest(),
     )
-    return stored.render()
+    return render(answer, caller.program)
 
 
 @router.get(
     "/{order_id}",
     response_model=Order,
     summary="An order's points: earned, redeemed, refunded",
-    responses=errors.error_responses(errors.OrderNotFound),
+    responses=error_responses(errors.OrderNotFound),
 )
-async def get_order(order_id: OrderPath, caller: CanRead, conn: Connection) -> Order:
-    return await service.get(conn, program=caller.program, order_id=order_id)
+async def get_order(order_id: OrderPath, caller: CanRead, database: Db) -> Order:
+    async with database.single() as db:
+        return await service.get(db, program=caller.program, order_id=order_id)

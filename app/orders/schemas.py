@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from app.ledger.limits import MAX_AMOUNT
+from app.domain.types import MAX_AMOUNT
 from app.members.schemas import Balance
 from app.points.schemas import Currency
 from app.schemas import Reason, StrictModel

@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends
-from sqlalchemy.ext.asyncio import AsyncConnection
+from fastapi import APIRouter
 from starlette.responses import Response
 
 from app import errors
-from app.db import get_autocommit_connection
-from app.ledger.idempotency import IdempotencyKey
+from app.api.answers import render
+from app.api.deps import IdempotencyKey
+from app.api.problems import error_responses
 from app.points import service
+from app.points.deps import Postings
 from app.points.schemas import AdjustmentRequest, EarnRequest, PostingResponse, RedeemRequest
-from app.programs.auth import CanEarn, CanRedeem, IsAdmin
+from app.programs.access import CanEarn, CanRedeem, IsAdmin
 
 router = APIRouter(prefix="/v1", tags=["points"])
 
-Connection = Annotated[AsyncConnection, Depends(get_autocommit_connection)]
 _WRITE_ERRORS = (errors.IdempotencyKeyMissing, errors.IdempotencyConflict)
 
 
@@ -30,7 +28,7 @@ _WRITE_ERRORS = (errors.IdempotencyKeyMissing, errors.IdempotencyConflict)
         "Awards `points`, or the points an `order` earns at the program's base rate (points "
         "per whole currency unit, rounded down). An unknown member is enrolled."
     ),
-    responses=errors.error_responses(
+    responses=error_responses(
         *_WRITE_ERRORS,
         errors.CurrencyMismatch,
         errors.NothingToEarn,
@@ -40,9 +38,10 @@ _WRITE_ERRORS = (errors.IdempotencyKeyMissing, errors.IdempotencyConflict)
     ),
 )
 async def earn(
-    body: EarnRequest, caller: CanEarn, key: IdempotencyKey, conn: Connection
+    body: EarnRequest, caller: CanEarn, key: IdempotencyKey, ledger: Postings
 ) -> Response:
-    return (await service.earn(conn, program=caller.program, key=key, request=body)).render()
+    answer = await service.earn(ledger, program=caller.program, key=key, request=body)
+    return render(answer, caller.program)
 
 
 @router.post(
@@ -50,14 +49,15 @@ async def earn(
     status_code=201,
     response_model=PostingResponse,
     summary="Spend points",
-    responses=errors.error_responses(
+    responses=error_responses(
         *_WRITE_ERRORS, errors.InsufficientPoints, errors.MemberNotFound, body=True
     ),
 )
 async def redeem(
-    body: RedeemRequest, caller: CanRedeem, key: IdempotencyKey, conn: Connection
+    body: RedeemRequest, caller: CanRedeem, key: IdempotencyKey, ledger: Postings
 ) -> Response:
-    return (await service.redeem(conn, program=caller.program, key=key, request=body)).render()
+    answer = await service.redeem(ledger, program=caller.program, key=key, request=body)
+    return render(answer, caller.program)
 
 
 @router.post(
@@ -65,7 +65,7 @@ async def redeem(
     status_code=201,
     response_model=PostingResponse,
     summary="Correct a member's points (signed)",
-    responses=errors.error_responses(
+    responses=error_responses(
         *_WRITE_ERRORS,
         errors.InsufficientPoints,
         errors.MemberNotFound,
@@ -74,6 +74,7 @@ async def redeem(
     ),
 )
 async def adjust(
-    body: AdjustmentRequest, caller: IsAdmin, key: IdempotencyKey, conn: Connection
+    body: AdjustmentRequest, caller: IsAdmin, key: IdempotencyKey, ledger: Postings
 ) -> Response:
-    return (await service.adjust(conn, program=caller.program, key=key, request=body)).render()
+    answer = await service.adjust(ledger, program=caller.program, key=key, request=body)
+    return render(answer, caller.program)

@@ -7,9 +7,9 @@ from typing import Annotated, Literal
 from pydantic import AfterValidator, BaseModel, Field, model_validator
 
 from app.currency import is_currency
-from app.ledger.limits import MinorUnits, PositivePoints, SignedPoints
+from app.domain.earning import MAX_ITEMS, BreakdownLine, OrderItem
+from app.domain.types import MinorUnits, PositivePoints, SignedPoints
 from app.members.schemas import Balance
-from app.rules.engine import MAX_ITEMS, BreakdownLine, OrderItem
 from app.schemas import (
     ExternalId,
     IsoDateTime,

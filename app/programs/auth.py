@@ -1,26 +1,22 @@
-"""Authentication: `Authorization: Bearer <api key>` → the caller's key and program.
+"""Authentication: an API key -> the caller's key and program.
 
-Missing or unknown key: 401. Key without the endpoint's scope: 403. Everything a caller
-touches is then looked up inside its own program, so another program's ids are a 404.
+A key is looked up by its hash; keys and programs are cached in process for a few seconds
+(`cache_ttl_seconds`), so a revoked key stops working within that time everywhere. A cached
+program may lag a settings change by as long: postings carry the program's settings version,
+and the engine refuses those computed under an older one as stale (they are computed again
+from the current settings), so the cache can never make a posting use old rules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Annotated
-
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app import errors
-from app.db import get_database
+from app.db import Database
 from app.programs import repository
 from app.programs.cache import TtlCache
 from app.programs.keys import hash_key
-from app.programs.models import ApiKey, Caller, Program, Scope
-
-bearer = HTTPBearer(auto_error=False, description="An API key of the program: `plk_…`")
+from app.programs.models import ApiKey, Caller, Program
 
 
 @dataclass
@@ -32,51 +28,26 @@ class AuthCaches:
     def with_ttl(cls, ttl: float) -> AuthCaches:
         return cls(keys=TtlCache(ttl), programs=TtlCache(ttl))
 
+    async def program(self, database: Database, program_id: int, *, fresh: bool = False) -> Program:
+        """The program (cached; `fresh` reads it again, after a stale posting)."""
 
-async def authenticate(
-    request: Request, credentials: HTTPAuthorizationCredentials | None
-) -> Caller:
-    if credentials is None or credentials.scheme.lower() != "bearer" or not credentials.credentials:
-        raise errors.Unauthorized("send Authorization: Bearer <api key>")
-    caches: AuthCaches = request.app.state.auth_caches
-    database = get_database(request)
+        async def load(key: int) -> Program | None:
+            async with database.single() as db:
+                return await repository.program_by_id(db, key)
 
-    async def load_key(secret_hash: bytes) -> ApiKey | None:
-        async with database.autocommit.connect() as conn:
-            return await repository.active_key_by_hash(conn, secret_hash)
+        if fresh:
+            self.programs.forget(program_id)
+        program = await self.programs.get(program_id, load)
+        if program is None:  # programs are never deleted
+            raise errors.Unauthorized("unknown or revoked API key")
+        return program
 
-    async def load_program(program_id: int) -> Program | None:
-        async with database.autocommit.connect() as conn:
-            return await repository.program_by_id(conn, program_id)
+    async def authenticate(self, database: Database, api_key: str) -> Caller:
+        async def load(secret_hash: bytes) -> ApiKey | None:
+            async with database.single() as db:
+                return await repository.active_key_by_hash(db, secret_hash)
 
-    key = await caches.keys.get(hash_key(credentials.credentials), load_key)
-    if key is None:
-        raise errors.Unauthorized("unknown or revoked API key")
-    program = await caches.programs.get(key.program_id, load_program)
-    if program is None:
-        raise errors.Unauthorized("unknown or revoked API key")
-    return Caller(key=key, program=program)
-
-
-def require(*scopes: Scope) -> Callable[..., Awaitable[Caller]]:
-    """Dependency: an authenticated caller whose key carries every one of `scopes` (or
-    `admin`)."""
-
-    async def dependency(
-        request: Request,
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-    ) -> Caller:
-        caller = await authenticate(request, credentials)
-        missing = [scope.value for scope in scopes if not caller.key.allows(scope)]
-        if missing:
-            raise errors.Forbidden(f"this endpoint needs the scope(s): {', '.join(missing)}")
-        return caller
-
-    return dependency
-
-
-CanEarn = Annotated[Caller, Depends(require(Scope.EARN))]
-CanRedeem = Annotated[Caller, Depends(require(Scope.REDEEM))]
-CanRead = Annotated[Caller, Depends(require(Scope.READ))]
-IsAdmin = Annotated[Caller, Depends(require(Scope.ADMIN))]
-CanEarnAndRedeem = Annotated[Caller, Depends(require(Scope.EARN, Scope.REDEEM))]
+        key = await self.keys.get(hash_key(api_key), load)
+        if key is None:
+            raise errors.Unauthorized("unknown or revoked API key")
+        return Caller(key=key, program=await self.program(database, key.program_id))

@@ -33,5 +33,8 @@ class TtlCache(Generic[K, V]):
         self._entries[key] = (now + self.ttl, value)
         return value
 
+    def forget(self, key: K) -> None:
+        self._entries.pop(key, None)
+
     def clear(self) -> None:
         self._entries.clear()

@@ -5,16 +5,16 @@ from __future__ import annotations
 from typing import Annotated
 
 import orjson
-from fastapi import APIRouter, Depends, Header
-from sqlalchemy.ext.asyncio import AsyncConnection
+from fastapi import APIRouter, Header
 from starlette.responses import Response
 
 from app import errors
-from app.db import get_autocommit_connection
-from app.ledger.idempotency import IdempotencyKey
+from app.api.answers import render
+from app.api.deps import Db, IdempotencyKey
+from app.api.problems import error_responses
 from app.programs import settings
-from app.programs.auth import IsAdmin
-from app.programs.settings import ChangeSession, ProgramReplace, ProgramView
+from app.programs.access import Caches, IsAdmin
+from app.programs.settings import ProgramReplace, ProgramView
 
 router = APIRouter(prefix="/v1/program", tags=["program"])
 
@@ -33,12 +33,11 @@ IfMatch = Annotated[
     response_model=ProgramView,
     summary="The program's settings",
     description="The settings of the API key's program, with an `ETag`.",
-    responses=errors.error_responses(),
+    responses=error_responses(),
 )
-async def get_program(
-    caller: IsAdmin, conn: Annotated[AsyncConnection, Depends(get_autocommit_connection)]
-) -> Response:
-    body = await settings.read(conn, caller.program.id)
+async def get_program(caller: IsAdmin, database: Db) -> Response:
+    async with database.single() as db:
+        body = await settings.read(db, caller.program.id)
     return Response(
         orjson.dumps(body),
         media_type="application/json",
@@ -51,7 +50,7 @@ async def get_program(
     response_model=ProgramView,
     summary="Replace the program's settings",
     description=settings.__doc__,
-    responses=errors.error_responses(
+    responses=error_responses(
         errors.IdempotencyKeyMissing,
         errors.IdempotencyConflict,
         errors.VersionMismatch,
@@ -65,12 +64,16 @@ async def replace_program(
     body: ProgramReplace,
     caller: IsAdmin,
     key: IdempotencyKey,
-    session: ChangeSession,
+    database: Db,
+    caches: Caches,
     if_match: IfMatch = None,
 ) -> Response:
-    stored = await settings.replace(
-        session, program_id=caller.program.id, key=key, request=body, if_match=if_match
-    )
-    response = stored.render()
-    response.headers["ETag"] = settings.etag(stored.body)
-    return response
+    program_id = caller.program.id
+    async with database.transaction() as tx:
+        answer = await settings.replace(
+            tx, program_id=program_id, key=key, request=body, if_match=if_match
+        )
+        # this process reads the new settings at once; the others when their cache expires,
+        # and their postings under the old settings are refused as stale meanwhile
+        tx.after_commit(lambda: caches.programs.forget(program_id))
+    return render(answer, caller.program, {"ETag": settings.etag(answer.body)})

@@ -6,10 +6,10 @@ from dataclasses import dataclass
 from decimal import Decimal
 from enum import StrEnum
 
-from app.rules.engine import RuleSet
-from app.rules.expiry import ExpiryPolicy
-from app.rules.referrals import ReferralPolicy
-from app.rules.tiers import TierProgram
+from app.domain.earning import RuleSet
+from app.domain.expiry import ExpiryPolicy
+from app.domain.referrals import ReferralPolicy
+from app.domain.tiers import TierProgram
 
 
 class Scope(StrEnum):
@@ -33,8 +33,9 @@ class Program:
     hold_ttl_seconds: int
     return_policy: str
     member_transfers: bool
-    # ids of the program's points accounts, by kind (issuance, redemption, breakage)
-    accounts: dict[str, int]
+    # bumped by every change of settings or rules; the engine refuses events computed under
+    # another version as stale, so a cached Program is checked by every posting
+    version: int
     # IANA time zone: local days for rule windows, caps, tiers and expiry dates
     timezone: str
     # the current version of the earning rules
@@ -46,8 +47,8 @@ class Program:
     @property
     def rules_need_member(self) -> bool:
         """Do earns depend on the member's state (tier, once-only bonuses, challenges, caps per
-        day, referrals)? Then an earn is evaluated under the member's lock; otherwise the rules
-        see the order alone and the earn stays one statement."""
+        day, referrals)? Then an earn reads the member's context first and posts with a
+        compare-and-set on the member's version; otherwise the rules see the order alone."""
         return (
             self.tier_program is not None
             or self.referral_policy is not None

@@ -6,14 +6,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
 from app.currency import currency_exponent
-from app.programs import repository
+from app.db import Transaction
+from app.domain.earning import BaseRateRule, RuleSet
+from app.programs import repository, rule_sets
 from app.programs.keys import hash_key, new_key
 from app.programs.models import Scope
-from app.rules import repository as rule_sets
-from app.rules import service as rules_service
 
 
 class ProgramSetupError(ValueError):
@@ -47,7 +45,7 @@ def parse_scopes(scopes: Iterable[str]) -> list[str]:
 
 
 async def create_key(
-    session: AsyncSession, *, program_slug: str, scopes: Iterable[str], name: str | None = None
+    session: Transaction, *, program_slug: str, scopes: Iterable[str], name: str | None = None
 ) -> CreatedKey:
     program = await repository.program_by_slug(session, program_slug)
     if program is None:
@@ -66,7 +64,7 @@ async def create_key(
 
 
 async def create_program(
-    session: AsyncSession,
+    session: Transaction,
     *,
     slug: str,
     name: str,
@@ -86,7 +84,7 @@ async def create_program(
         raise ProgramSetupError("base rate and point value must not be negative")
     if await repository.program_by_slug(session, slug) is not None:
         raise ProgramSetupError(f"a program with slug {slug!r} already exists")
-    await repository.insert_program(
+    program_id = await repository.insert_program(
         session,
         slug=slug,
         name=name,
@@ -95,11 +93,25 @@ async def create_program(
         base_rate=base_rate,
         point_value=point_value,
     )
+    # version 1 of the earning rules: the base rate alone, as the program row stores it
+    # (numeric(12, 4): 1 reads back as 1.0000)
+    base_rate = base_rate.quantize(BASE_RATE_SCALE)
+    try:
+        first = RuleSet(
+            version=1,
+            multiplier_mode="stack",
+            timezone="UTC",
+            rules=(BaseRateRule(id=rule_sets.BASE_RULE_ID, points_per_unit=base_rate),),
+        )
+    except ValueError as exc:
+        raise ProgramSetupError(f"invalid base rate: {exc}") from exc
+    await rule_sets.insert(session, program_id, first)
     await configure_program(session, slug=slug, settings=settings)
     return await create_key(session, program_slug=slug, scopes=["admin"], name="initial admin key")
 
 
 RETURN_POLICIES = ("cap_at_zero", "allow_negative")
+BASE_RATE_SCALE = Decimal("0.0001")  # programs.base_rate is numeric(12, 4)
 
 _RANGES: dict[str, tuple[int, int]] = {
     "max_backdate_days": (0, 3650),
@@ -109,7 +121,7 @@ _RANGES: dict[str, tuple[int, int]] = {
 
 
 async def configure_program(
-    session: AsyncSession, *, slug: str, settings: dict[str, object]
+    session: Transaction, *, slug: str, settings: dict[str, object]
 ) -> None:
     """Change a program's settings: pending_days (return window), hold_ttl_seconds (default
     hold lifetime), return_policy (cap_at_zero | allow_negative), member_transfers,
@@ -127,18 +139,20 @@ async def configure_program(
         if value is not None and (not isinstance(value, Decimal) or value < 0):
             raise ProgramSetupError(f"{name} must be a non-negative decimal")
     changes = {name: value for name, value in settings.items() if value is not None}
+    program = await repository.program_by_slug(session, slug)
+    if program is None:
+        raise ProgramSetupError(f"no program with slug {slug!r}")
+    program_id = program.id
+    await repository.lock_program(session, program_id)
     try:
-        found = await repository.update_program(session, slug, changes)
+        if changes:
+            await repository.update_program(session, program_id, changes)
     except ValueError as exc:
         raise ProgramSetupError(str(exc)) from exc
-    if not found:
-        raise ProgramSetupError(f"no program with slug {slug!r}")
     base_rate = changes.get("base_rate")
     if isinstance(base_rate, Decimal):
         # The earning rules are versioned: a new base rate is a new version of them.
-        program_id = await rule_sets.lock_program_by_slug(session, slug)
-        assert program_id is not None  # found above
         try:
-            await rules_service.set_base_rate(session, program_id=program_id, rate=base_rate)
+            await rule_sets.set_base_rate(session, program_id=program_id, rate=base_rate)
         except ValueError as exc:
             raise ProgramSetupError(str(exc)) from exc

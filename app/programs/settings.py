@@ -17,30 +17,25 @@ the settings are still the ones that tag names (412 `version_mismatch` otherwise
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from typing import Annotated, Any, Literal, Self
 
 import orjson
-from fastapi import Depends, FastAPI, Request
 from pydantic import Field, StringConstraints, model_validator
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from app import errors
-from app.db import get_database
+from app.db import Session, Transaction
+from app.domain.earning import MultiplierMode
+from app.domain.expiry import ExpiryPolicy
+from app.domain.referrals import ReferralPolicy
+from app.domain.tiers import TierProgram
+from app.domain.types import Text, Timezone
 from app.ledger import idempotency
-from app.ledger.fingerprint import fingerprint
+from app.ledger.idempotency import fingerprint
 from app.programs import repository as programs
+from app.programs import rule_sets
 from app.programs.models import Program
-from app.rules import repository as rule_sets
-from app.rules import service as rules_service
-from app.rules.engine import MultiplierMode
-from app.rules.expiry import ExpiryPolicy
-from app.rules.referrals import ReferralPolicy
-from app.rules.tiers import TierProgram
-from app.rules.types import Timezone
-from app.schemas import StrictModel, Text
+from app.schemas import StrictModel
 
 ProgramName = Annotated[Text, StringConstraints(min_length=1, max_length=200)]
 # programs.point_value is numeric(18, 6)
@@ -155,39 +150,11 @@ def etag(body: Any) -> str:
     return f'"{digest[:24]}"'
 
 
-def clear_program_cache(app: FastAPI) -> None:
-    """Forget this process's cached programs, so the next request reads the new settings and
-    rules (other processes see them within the cache TTL)."""
-    caches = getattr(app.state, "auth_caches", None)
-    if caches is not None:
-        caches.programs.clear()
-
-
-async def change_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """The request's transaction for a change of settings or rules: committed when the
-    endpoint returns, then this process's program cache is cleared."""
-    async with get_database(request).sessions() as session, session.begin():
-        yield session
-    clear_program_cache(request.app)
-
-
-ChangeSession = Annotated[AsyncSession, Depends(change_session, scope="function")]
-
-
-async def read(conn: AsyncConnection, program_id: int) -> dict[str, Any]:
-    program = await programs.program_by_id(conn, program_id)
+async def read(db: Session, program_id: int) -> dict[str, Any]:
+    program = await programs.program_by_id(db, program_id)
     if program is None:  # the caller's own program: it cannot vanish (no deletes)
         raise errors.NotFound("program not found")
     return view(program)
-
-
-async def _known_to_database(session: AsyncSession, timezone: str) -> bool:
-    """PostgreSQL computes local days too (lot expiry): it must know the zone as well."""
-    found = await session.scalar(
-        text("SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = :name)"),
-        {"name": timezone},
-    )
-    return bool(found)
 
 
 def _check_read_only(request: ProgramReplace, current: dict[str, Any]) -> None:
@@ -206,13 +173,13 @@ def _check_read_only(request: ProgramReplace, current: dict[str, Any]) -> None:
 
 
 async def replace(
-    session: AsyncSession,
+    session: Transaction,
     *,
     program_id: int,
     key: str,
     request: ProgramReplace,
     if_match: str | None,
-) -> idempotency.StoredResponse:
+) -> idempotency.Answer:
     """Replace the program's settings (under the idempotency `key`); the body is the new
     `ProgramView`."""
     print_ = fingerprint(
@@ -221,21 +188,17 @@ async def replace(
     replay = await idempotency.claim(session, program_id, key, print_)
     if replay is not None:
         return replay
-    await rule_sets.lock_program(session, program_id)
+    await programs.lock_program(session, program_id)
     program = await programs.program_by_id(session, program_id)
     assert program is not None  # the caller's own program (programs are never deleted)
     current = view(program)
-    rules_service.check_if_match(if_match, etag(current))
+    rule_sets.check_if_match(if_match, etag(current))
     _check_read_only(request, current)
-    if request.timezone != program.timezone and not await _known_to_database(
-        session, request.timezone
-    ):
-        raise errors.ValidationFailed(f"timezone: unknown time zone {request.timezone!r}")
     settings = ProgramSettings.model_validate(request.model_dump(include=set(SETTINGS_FIELDS)))
     await _update(session, program_id, settings)
     rules = program.rules
     if (settings.timezone, settings.multiplier_mode) != (rules.timezone, rules.multiplier_mode):
-        new = rules_service.next_version(
+        new = rule_sets.next_version(
             rules, timezone=settings.timezone, multiplier_mode=settings.multiplier_mode
         )
         await rule_sets.insert(session, program_id, new)
@@ -244,25 +207,15 @@ async def replace(
     return await idempotency.complete(session, program_id, key, 200, view(changed))
 
 
-def _json(model: Any) -> str | None:
-    return None if model is None else orjson.dumps(model.model_dump(mode="json")).decode()
+def _json(model: Any) -> Any:
+    return None if model is None else model.model_dump(mode="json")
 
 
-async def _update(session: AsyncSession, program_id: int, settings: ProgramSettings) -> None:
-    await session.execute(
-        text(
-            "UPDATE programs SET name = :name, timezone = :timezone,"
-            " multiplier_mode = :multiplier_mode, point_value = :point_value,"
-            " pending_days = :pending_days, hold_ttl_seconds = :hold_ttl_seconds,"
-            " return_policy = :return_policy, member_transfers = :member_transfers,"
-            " max_backdate_days = :max_backdate_days,"
-            " expiry_policy = CAST(:expiry_policy AS jsonb),"
-            " tier_program = CAST(:tier_program AS jsonb),"
-            " referral_policy = CAST(:referral_policy AS jsonb), updated_at = now()"
-            " WHERE id = :id"
-        ),
+async def _update(session: Transaction, program_id: int, settings: ProgramSettings) -> None:
+    await programs.update_program(
+        session,
+        program_id,
         {
-            "id": program_id,
             "name": settings.name,
             "timezone": settings.timezone,
             "multiplier_mode": settings.multiplier_mode,
@@ -272,7 +225,7 @@ async def _update(session: AsyncSession, program_id: int, settings: ProgramSetti
             "return_policy": settings.return_policy,
             "member_transfers": settings.member_transfers,
             "max_backdate_days": settings.max_backdate_days,
-            "expiry_policy": orjson.dumps(_expiry_json(settings)).decode(),
+            "expiry_policy": _expiry_json(settings),
             "tier_program": _json(settings.tiers),
             "referral_policy": _json(settings.referrals),
         },

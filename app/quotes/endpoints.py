@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends
-from sqlalchemy.ext.asyncio import AsyncConnection
+from fastapi import APIRouter
 
 from app import errors
-from app.db import get_autocommit_connection
-from app.programs.auth import CanRead
+from app.api.deps import Db
+from app.api.problems import error_responses
+from app.programs.access import CanRead
 from app.quotes import service
 from app.quotes.schemas import Quote, QuoteRequest
 
@@ -20,11 +18,8 @@ router = APIRouter(prefix="/v1/quotes", tags=["quotes"])
     "",
     response_model=Quote,
     summary="What an order would earn and what the member can redeem (writes nothing)",
-    responses=errors.error_responses(errors.CurrencyMismatch, body=True),
+    responses=error_responses(errors.CurrencyMismatch, body=True),
 )
-async def create_quote(
-    body: QuoteRequest,
-    caller: CanRead,
-    conn: Annotated[AsyncConnection, Depends(get_autocommit_connection)],
-) -> Quote:
-    return await service.quote(conn, program=caller.program, request=body)
+async def create_quote(body: QuoteRequest, caller: CanRead, database: Db) -> Quote:
+    async with database.single() as db:
+        return await service.quote(db, program=caller.program, request=body)

@@ -6,10 +6,10 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from app.ledger.limits import MAX_AMOUNT, PositivePoints
+from app.domain.earning import MAX_ITEMS, BreakdownLine, OrderItem
+from app.domain.types import MAX_AMOUNT, PositivePoints
 from app.members.schemas import Balance
 from app.points.schemas import Currency
-from app.rules.engine import MAX_ITEMS, BreakdownLine, OrderItem
 from app.schemas import ExternalId, IsoDateTime, Money, PosId, StrictModel
 
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
-from sqlalchemy.ext.asyncio import AsyncConnection
+from fastapi import APIRouter, Path, Query
 
 from app import errors
-from app.db import get_autocommit_connection
-from app.programs.auth import CanRead
+from app.api.deps import Db
+from app.api.problems import error_responses
+from app.programs.access import CanRead
 from app.referrals import service
 from app.referrals.schemas import ReferralPage
 from app.schemas import ExternalId
@@ -26,15 +26,16 @@ router = APIRouter(prefix="/v1", tags=["members"])
         "(no qualifying order yet), `cap_reached` (a qualifying order came while this member "
         "was at the monthly cap), `rewarded` or `clawed_back`."
     ),
-    responses=errors.error_responses(errors.MemberNotFound, errors.InvalidCursor),
+    responses=error_responses(errors.MemberNotFound, errors.InvalidCursor),
 )
 async def member_referrals(
     external_id: Annotated[ExternalId, Path(description="The referrer's external id")],
     caller: CanRead,
-    conn: Annotated[AsyncConnection, Depends(get_autocommit_connection)],
+    database: Db,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> ReferralPage:
-    return await service.made_by(
-        conn, program=caller.program, external_id=external_id, limit=limit, cursor=cursor
-    )
+    async with database.single() as db:
+        return await service.made_by(
+            db, program=caller.program, external_id=external_id, limit=limit, cursor=cursor
+        )

@@ -12,19 +12,21 @@ import json
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Body, Depends, Header, Path
-from sqlalchemy.ext.asyncio import AsyncConnection
+from fastapi import APIRouter, Body, Header, Path
 from starlette.responses import Response
 
 from app import errors
-from app.db import get_autocommit_connection
-from app.ledger.idempotency import IdempotencyKey, StoredResponse
-from app.programs.auth import IsAdmin
-from app.programs.settings import ChangeSession
-from app.rules import repository, service
-from app.rules.engine import Rule
+from app.api.answers import render
+from app.api.deps import Db, IdempotencyKey
+from app.api.problems import error_responses
+from app.domain.earning import Rule
+from app.domain.types import RuleId
+from app.ledger.idempotency import Answer
+from app.programs import rule_sets as repository
+from app.programs.access import Caches, IsAdmin
+from app.programs.models import Caller
+from app.rules import service
 from app.rules.schemas import PATCH_DESCRIPTION, PATCH_EXAMPLE, RuleSetView, RuleView
-from app.rules.types import RuleId
 
 router = APIRouter(prefix="/v1/rules", tags=["rules"])
 
@@ -37,7 +39,6 @@ IfMatch = Annotated[
         description='Apply the change only to this version of the rules: the ETag, e.g. "7".',
     ),
 ]
-Connection = Annotated[AsyncConnection, Depends(get_autocommit_connection)]
 
 _WRITE_ERRORS = (
     errors.IdempotencyKeyMissing,
@@ -52,18 +53,44 @@ def _json(body: Any, *, version: int, status: int = 200) -> Response:
         orjson.dumps(body),
         status_code=status,
         media_type="application/json",
-        headers={"ETag": service.etag(version)},
+        headers={"ETag": repository.etag(version)},
     )
 
 
-def _render(stored: StoredResponse) -> Response:
+def _render(answer: Answer, caller: Caller) -> Response:
     """The write's response (or its replay) with the ETag of the version it produced."""
-    response = stored.render()
-    body = orjson.loads(stored.body) if isinstance(stored.body, str) else stored.body
-    response.headers["ETag"] = service.etag(body["rules_version"])
-    if stored.status == 201:
-        response.headers["Location"] = f"/v1/rules/{body['rule']['id']}"
-    return response
+    headers = {"ETag": repository.etag(answer.body["rules_version"])}
+    if answer.status == 201:
+        headers["Location"] = f"/v1/rules/{answer.body['rule']['id']}"
+    return render(answer, caller.program, headers)
+
+
+async def _change(
+    caller: Caller,
+    database: Db,
+    caches: Caches,
+    *,
+    key: str,
+    operation: str,
+    request: Any,
+    if_match: str | None,
+    change: service.Change,
+) -> Response:
+    program_id = caller.program.id
+    async with database.transaction() as tx:
+        answer = await service.change_rules(
+            tx,
+            program_id=program_id,
+            key=key,
+            operation=operation,
+            request=request,
+            if_match=if_match,
+            change=change,
+        )
+        # this process reads the new rules at once (the others when their cache expires, and
+        # their postings under the old rules are refused as stale meanwhile)
+        tx.after_commit(lambda: caches.programs.forget(program_id))
+    return _render(answer, caller)
 
 
 @router.get(
@@ -71,10 +98,11 @@ def _render(stored: StoredResponse) -> Response:
     response_model=RuleSetView,
     summary="The current earning rules",
     description='The current version of the rules, with `ETag: "<version>"`.',
-    responses=errors.error_responses(),
+    responses=error_responses(),
 )
-async def get_rules(caller: IsAdmin, conn: Connection) -> Response:
-    stored = await repository.current(conn, caller.program.id)
+async def get_rules(caller: IsAdmin, database: Db) -> Response:
+    async with database.single() as db:
+        stored = await repository.current(db, caller.program.id)
     return _json(_set_view(stored), version=stored.version)
 
 
@@ -83,14 +111,15 @@ async def get_rules(caller: IsAdmin, conn: Connection) -> Response:
     response_model=RuleSetView,
     summary="An earlier version of the rules",
     description="Versions are never changed: this is what earns recorded with it used.",
-    responses=errors.error_responses(errors.RulesVersionNotFound),
+    responses=error_responses(errors.RulesVersionNotFound),
 )
 async def get_rules_version(
     version: Annotated[int, Path(ge=1, le=2_147_483_647, description="A rules version")],
     caller: IsAdmin,
-    conn: Connection,
+    database: Db,
 ) -> Response:
-    stored = await repository.by_version(conn, caller.program.id, version)
+    async with database.single() as db:
+        stored = await repository.by_version(db, caller.program.id, version)
     if stored is None:
         raise errors.RulesVersionNotFound(f"the rules have no version {version}")
     return Response(orjson.dumps(_set_view(stored)), media_type="application/json")
@@ -100,10 +129,11 @@ async def get_rules_version(
     "/{rule_id}",
     response_model=RuleView,
     summary="One rule of the current rules",
-    responses=errors.error_responses(errors.RuleNotFound),
+    responses=error_responses(errors.RuleNotFound),
 )
-async def get_rule(rule_id: RulePath, caller: IsAdmin, conn: Connection) -> Response:
-    stored = await repository.current(conn, caller.program.id)
+async def get_rule(rule_id: RulePath, caller: IsAdmin, database: Db) -> Response:
+    async with database.single() as db:
+        stored = await repository.current(db, caller.program.id)
     for rule in stored.rules.rules:
         if rule.id == rule_id:
             body = RuleView(rules_version=stored.version, rule=rule).model_dump(mode="json")
@@ -118,25 +148,26 @@ async def get_rule(rule_id: RulePath, caller: IsAdmin, conn: Connection) -> Resp
     summary="Add a rule",
     description="Adds the rule at the end of the list (order matters for base rates: the first"
     " one that applies wins) as a new version of the rules.",
-    responses=errors.error_responses(errors.RuleExists, *_WRITE_ERRORS, body=True),
+    responses=error_responses(errors.RuleExists, *_WRITE_ERRORS, body=True),
 )
 async def add_rule(
     rule: Annotated[Rule, Body()],
     caller: IsAdmin,
     key: IdempotencyKey,
-    session: ChangeSession,
+    database: Db,
+    caches: Caches,
     if_match: IfMatch = None,
 ) -> Response:
-    stored = await service.change_rules(
-        session,
-        program_id=caller.program.id,
+    return await _change(
+        caller,
+        database,
+        caches,
         key=key,
         operation="add_rule",
         request=rule.model_dump(mode="json"),
         if_match=if_match,
         change=service.add_rule(rule),
     )
-    return _render(stored)
 
 
 @router.patch(
@@ -144,7 +175,7 @@ async def add_rule(
     response_model=RuleView,
     summary="Change a rule (JSON merge patch)",
     description=PATCH_DESCRIPTION,
-    responses=errors.error_responses(
+    responses=error_responses(
         errors.RuleNotFound, errors.RuleKindImmutable, *_WRITE_ERRORS, body=True
     ),
 )
@@ -159,12 +190,14 @@ async def patch_rule(
     ],
     caller: IsAdmin,
     key: IdempotencyKey,
-    session: ChangeSession,
+    database: Db,
+    caches: Caches,
     if_match: IfMatch = None,
 ) -> Response:
-    stored = await service.change_rules(
-        session,
-        program_id=caller.program.id,
+    return await _change(
+        caller,
+        database,
+        caches,
         key=key,
         operation="patch_rule",
         # canonical text: a patch may hold integers beyond 64 bits, which orjson refuses
@@ -172,7 +205,6 @@ async def patch_rule(
         if_match=if_match,
         change=service.patch_rule(rule_id, patch),
     )
-    return _render(stored)
 
 
 @router.delete(
@@ -180,25 +212,26 @@ async def patch_rule(
     response_model=RuleView,
     summary="Remove a rule",
     description="Writes a new version without the rule; the answer shows the removed rule.",
-    responses=errors.error_responses(errors.RuleNotFound, *_WRITE_ERRORS),
+    responses=error_responses(errors.RuleNotFound, *_WRITE_ERRORS),
 )
 async def delete_rule(
     rule_id: RulePath,
     caller: IsAdmin,
     key: IdempotencyKey,
-    session: ChangeSession,
+    database: Db,
+    caches: Caches,
     if_match: IfMatch = None,
 ) -> Response:
-    stored = await service.change_rules(
-        session,
-        program_id=caller.program.id,
+    return await _change(
+        caller,
+        database,
+        caches,
         key=key,
         operation="delete_rule",
         request={"rule_id": rule_id},
         if_match=if_match,
         change=service.delete_rule(rule_id),
     )
-    return _render(stored)
 
 
 def _set_view(stored: repository.StoredRuleSet) -> dict[str, Any]:

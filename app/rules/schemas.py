@@ -1,4 +1,4 @@
-"""Request and response bodies of the rules API (the rules themselves are `app.rules.engine`)."""
+"""Request and response bodies of the rules API (the rules themselves are `app.domain.earning`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from app.rules.engine import MultiplierMode, Rule
+from app.domain.earning import MultiplierMode, Rule
 
 
 class RuleSetView(BaseModel):

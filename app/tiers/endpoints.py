@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from fastapi import APIRouter, Path, Query
 from starlette.responses import Response
 
 from app import errors
-from app.db import get_autocommit_connection, get_session
-from app.ledger.idempotency import IdempotencyKey
-from app.programs.auth import CanRead, IsAdmin
+from app.api.answers import render
+from app.api.deps import Db, IdempotencyKey
+from app.api.problems import error_responses
+from app.programs.access import CanRead, IsAdmin
 from app.schemas import ExternalId
 from app.tiers import service
 from app.tiers.schemas import GrantMembership, MembershipGranted, MembershipPage, MemberTier
@@ -19,7 +19,6 @@ from app.tiers.schemas import GrantMembership, MembershipGranted, MembershipPage
 router = APIRouter(prefix="/v1/members", tags=["tiers"])
 
 MemberPath = Annotated[ExternalId, Path(description="The member's external id")]
-Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
 
 
 @router.get(
@@ -33,10 +32,12 @@ Session = Annotated[AsyncSession, Depends(get_session, scope="function")]
         "evaluated on read (and on every earn). `409 tiers_not_configured` when the program "
         "has no tiers."
     ),
-    responses=errors.error_responses(errors.MemberNotFound, errors.TiersNotConfigured),
+    responses=error_responses(errors.MemberNotFound, errors.TiersNotConfigured),
 )
-async def get_tier(external_id: MemberPath, caller: CanRead, session: Session) -> MemberTier:
-    return await service.get_tier(session, program=caller.program, external_id=external_id)
+async def get_tier(external_id: MemberPath, caller: CanRead, database: Db) -> MemberTier:
+    service.require_tiers(caller.program)
+    async with database.lock_members(caller.program.id, external_ids=[external_id]) as locks:
+        return await service.get_tier(locks, program=caller.program, external_id=external_id)
 
 
 @router.post(
@@ -50,7 +51,7 @@ async def get_tier(external_id: MemberPath, caller: CanRead, session: Session) -
         "when the term ends, the member falls back to the earned tier. Answers the membership "
         "and the member's tier status with it."
     ),
-    responses=errors.error_responses(
+    responses=error_responses(
         errors.IdempotencyKeyMissing,
         errors.IdempotencyConflict,
         errors.MemberNotFound,
@@ -65,27 +66,29 @@ async def grant_membership(
     body: GrantMembership,
     caller: IsAdmin,
     key: IdempotencyKey,
-    session: Session,
+    database: Db,
 ) -> Response:
-    stored = await service.grant_membership(
-        session, program=caller.program, key=key, external_id=external_id, request=body
-    )
-    return stored.render()
+    async with database.lock_members(caller.program.id, external_ids=[external_id]) as locks:
+        answer = await service.grant_membership(
+            locks, program=caller.program, key=key, external_id=external_id, request=body
+        )
+    return render(answer, caller.program)
 
 
 @router.get(
     "/{external_id}/memberships",
     response_model=MembershipPage,
     summary="A member's paid memberships, oldest first",
-    responses=errors.error_responses(errors.MemberNotFound, errors.InvalidCursor),
+    responses=error_responses(errors.MemberNotFound, errors.InvalidCursor),
 )
 async def list_memberships(
     external_id: MemberPath,
     caller: CanRead,
-    conn: Annotated[AsyncConnection, Depends(get_autocommit_connection)],
+    database: Db,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     cursor: Annotated[str | None, Query(max_length=64)] = None,
 ) -> MembershipPage:
-    return await service.list_memberships(
-        conn, program=caller.program, external_id=external_id, limit=limit, cursor=cursor
-    )
+    async with database.single() as db:
+        return await service.list_memberships(
+            db, program=caller.program, external_id=external_id, limit=limit, cursor=cursor
+        )

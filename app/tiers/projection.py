@@ -1,9 +1,9 @@
-"""Tier status as a projection of the ledger: evaluation from a stored status or from scratch,
-and the whole-ledger check (`verify`) and recomputation (`rebuild`).
+"""Tier status as a projection of the ledger: evaluation from a stored status or from scratch.
+No I/O: the caller reads the inputs (app.tiers.repository) and stores the result.
 
 A member's tier status is a fold of their qualifying events (the member side of the
 `qualifying` asset, signed, by local date of the transaction's `occurred_at`) and their paid
-memberships, by `app.rules.tiers.evaluate_tier`. *From scratch* means: the base tier from the
+memberships, by `app.domain.tiers.evaluate_tier`. *From scratch* means: the base tier from the
 member's first day -- the earlier of the local enrolment date and the first event's date (a
 backdated or imported earn can precede enrolment) -- evaluated to a given day.
 
@@ -21,18 +21,15 @@ status then agree, which is what `verify` checks.
 
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from app.rules.dates import ONE_DAY, local_date
-from app.rules.tiers import (
+from app.domain.dates import ONE_DAY, local_date
+from app.domain.tiers import (
     Membership,
     QualifyingEvent,
     TierEvaluation,
@@ -41,7 +38,45 @@ from app.rules.tiers import (
     evaluate_tier,
     initial_status,
 )
-from app.tiers import repository
+
+# A stored status is taken to include the credit recorded up to this long before it was written
+# (see `must_restart` for the credit recorded later): postings that began before an evaluation
+# may commit just after it.
+LATE_MARGIN = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class MembershipTerm:
+    """A paid membership's tier and days (inclusive), as the tier rules need it."""
+
+    tier: str
+    starts_on: date
+    ends_on: date
+
+
+@dataclass(frozen=True)
+class StoredTier:
+    """What is stored about a member's tier: enrolment time, the last evaluated status (None
+    when never evaluated; `status` is the raw JSON, validated here), the day it was evaluated
+    to, the watermark (credit recorded after it is "late" for that status), and the member's
+    membership terms, oldest first."""
+
+    created_at: datetime
+    status: Any
+    evaluated_on: date | None
+    watermark: datetime | None
+    terms: tuple[MembershipTerm, ...]
+
+
+@dataclass(frozen=True)
+class EventDay:
+    """A member's net qualifying credit on a local day; `late`: some of it was recorded after
+    the stored status was written (`late_negative`: some of that was a take-back)."""
+
+    day: date
+    amount: int
+    late: bool = False
+    late_negative: bool = False
 
 
 def _step_back(status: TierStatus) -> TierStatus:
@@ -71,9 +106,7 @@ def evaluate_from(
     return evaluation.model_copy(update={"status": restored})
 
 
-def must_restart(
-    days: Iterable[repository.EventDay], status: TierStatus, evaluated_on: date
-) -> bool:
+def must_restart(days: Iterable[EventDay], status: TierStatus, evaluated_on: date) -> bool:
     """Must the evaluation start again from scratch rather than from the stored `status`
     (evaluated to `evaluated_on`)? Yes when credit recorded after the status was written is
     dated before `evaluated_on` (a backdated posting: it counts on its own day, which the
@@ -93,7 +126,7 @@ def must_restart(
     )
 
 
-def qualifying_events(days: Iterable[repository.EventDay]) -> list[QualifyingEvent]:
+def qualifying_events(days: Iterable[EventDay]) -> list[QualifyingEvent]:
     """The rules' events: one per local day with a net credit (a day that nets to zero, an
     order refunded the day it was bought, is no event)."""
     return [QualifyingEvent(d.day, d.amount) for d in days if d.amount]
@@ -140,217 +173,97 @@ def parse_status(program: TierProgram, raw: Any) -> TierStatus | None:
     return status
 
 
-# --- the whole ledger: verify and rebuild ------------------------------------------------------
-
-BATCH = 200  # members per query (and per rebuild transaction, advisory locks included)
-
-_TIER_PROGRAMS = text(
-    "SELECT id, timezone, tier_program FROM programs WHERE tier_program IS NOT NULL ORDER BY id"
-)
-_MEMBERS = text(
-    """
-    SELECT m.id, m.created_at, t.tier, t.status, t.evaluated_on, t.updated_at
-      FROM members m LEFT JOIN member_tiers t ON t.member_id = m.id
-     WHERE m.program_id = :program_id AND m.id > :after
-       AND (t.member_id IS NOT NULL OR NOT :stored_only)
-     ORDER BY m.id LIMIT :limit
-    """
-)
-_MEMBERS_BY_ID = text(
-    """
-    SELECT m.id, m.created_at, t.tier, t.status, t.evaluated_on, t.updated_at
-      FROM members m LEFT JOIN member_tiers t ON t.member_id = m.id
-     WHERE m.id = ANY(:ids) ORDER BY m.id
-    """
-)
-_BATCH_EVENTS = text(
-    """
-    SELECT e.member_id, (t.occurred_at AT TIME ZONE :tz)::date AS day,
-           sum(e.amount)::bigint AS amount,
-           coalesce(sum(e.amount) FILTER (WHERE t.recorded_at <= s.updated_at), 0)::bigint
-               AS seen
-      FROM entries e JOIN transactions t ON t.id = e.transaction_id
-      LEFT JOIN member_tiers s ON s.member_id = e.member_id
-     WHERE e.member_id = ANY(:ids) AND e.asset = 'qualifying'
-     GROUP BY 1, 2 ORDER BY 1, 2
-    """
-)
-_BATCH_MEMBERSHIPS = text(
-    """
-    SELECT m.member_id, m.tier, m.starts_on, m.ends_on, (m.created_at <= s.updated_at) AS seen
-      FROM memberships m LEFT JOIN member_tiers s ON s.member_id = m.member_id
-     WHERE m.member_id = ANY(:ids) ORDER BY m.id
-    """
-)
+def _resumable(status: TierStatus, evaluated_on: date | None, today: date) -> bool:
+    """Can the evaluation go on from the stored status? Not backwards in time."""
+    latest = max(status.since, status.earned.since, evaluated_on or status.since)
+    return today >= latest
 
 
-@dataclass
-class _MemberHistory:
-    events: list[QualifyingEvent]
-    seen_events: list[QualifyingEvent]
-    memberships: list[Any]
+@dataclass(frozen=True)
+class Evaluation:
+    """A tier evaluation and whether it must be stored (it started from scratch, or the
+    status changed)."""
+
+    evaluation: TierEvaluation
+    changed: bool
+
+    @property
+    def status(self) -> TierStatus:
+        return self.evaluation.status
 
 
-async def _tier_programs(conn: AsyncConnection) -> list[tuple[int, str, TierProgram]]:
-    found = []
-    for row in await conn.execute(_TIER_PROGRAMS):
-        try:
-            found.append((row.id, row.timezone, TierProgram.model_validate(row.tier_program)))
-        except ValidationError:
-            continue  # a program whose tiers do not parse has no tiers to check
-    return found
-
-
-async def _batches(conn: AsyncConnection, program_id: int, *, stored_only: bool) -> Any:
-    after = 0
-    while True:
-        rows = list(
-            await conn.execute(
-                _MEMBERS,
-                {
-                    "program_id": program_id,
-                    "after": after,
-                    "limit": BATCH,
-                    "stored_only": stored_only,
-                },
+def evaluate(
+    tiers: TierProgram,
+    timezone: str,
+    stored: StoredTier,
+    days: Sequence[EventDay],
+    today: date,
+    *,
+    rebuild: bool = False,
+) -> Evaluation:
+    """The member's tier status on `today`: from the stored status when it can be resumed
+    (then from the days since its window started), otherwise from scratch from the base tier
+    on the member's first day. `days` are all the member's days with qualifying credit."""
+    memberships = usable_memberships(tiers, stored.terms)
+    previous = parse_status(tiers, stored.status)
+    if (
+        previous is not None
+        and not rebuild
+        and stored.evaluated_on is not None
+        and _resumable(previous, stored.evaluated_on, today)
+    ):
+        first = tiers.window_start(previous.earned.since - ONE_DAY)
+        since = [d for d in days if d.day >= first]
+        if not must_restart(since, previous, stored.evaluated_on):
+            evaluation = evaluate_from(
+                tiers, qualifying_events(since), previous, memberships, today
             )
-        )
-        if not rows:
-            return
-        yield rows
-        after = rows[-1].id
+            return Evaluation(evaluation, evaluation.status != previous)
+    evaluation = from_scratch(
+        tiers,
+        local_date(stored.created_at, timezone),
+        qualifying_events(days),
+        memberships,
+        today,
+    )
+    return Evaluation(evaluation, True)
 
 
-async def _histories(
-    conn: AsyncConnection, timezone: str, ids: list[int]
-) -> dict[int, _MemberHistory]:
-    histories: dict[int, _MemberHistory] = defaultdict(lambda: _MemberHistory([], [], []))
-    for row in await conn.execute(_BATCH_EVENTS, {"ids": ids, "tz": timezone}):
-        history = histories[row.member_id]
-        if row.amount:
-            history.events.append(QualifyingEvent(row.day, int(row.amount)))
-        if row.seen:
-            history.seen_events.append(QualifyingEvent(row.day, int(row.seen)))
-    for row in await conn.execute(_BATCH_MEMBERSHIPS, {"ids": ids}):
-        histories[row.member_id].memberships.append(row)
-    return histories
+def with_credit(days: Sequence[EventDay], day: date, amount: int) -> list[EventDay]:
+    """`days` with `amount` more credit on `day`, recorded now (late for the stored status)."""
+    found = False
+    changed: list[EventDay] = []
+    for existing in days:
+        if existing.day == day:
+            found = True
+            existing = replace(
+                existing,
+                amount=existing.amount + amount,
+                late=True,
+                late_negative=existing.late_negative or amount < 0,
+            )
+        changed.append(existing)
+    if not found:
+        changed.append(EventDay(day, amount, late=True, late_negative=amount < 0))
+        changed.sort(key=lambda d: d.day)
+    return changed
 
 
-async def tier_drift(conn: AsyncConnection, sample: int) -> list[dict[str, Any]]:
-    """Members whose stored tier status differs from the one recomputed from scratch (their
-    qualifying events and memberships, evaluated to the stored `evaluated_on`). A status
-    that matches the events and memberships recorded by the time it was written is not drift:
-    it is only not evaluated since (the next read or earn brings it up to date)."""
-    offending: list[dict[str, Any]] = []
-    for program_id, timezone, program in await _tier_programs(conn):
-        async for rows in _batches(conn, program_id, stored_only=True):
-            histories = await _histories(conn, timezone, [r.id for r in rows])
-            for row in rows:
-                problem = _drift(program, timezone, row, histories.get(row.id))
-                if problem is not None:
-                    offending.append({"program_id": program_id, "member_id": row.id, **problem})
-                    if len(offending) >= sample:
-                        return offending
-    return offending
+def stored_after(stored: StoredTier, status: TierStatus, today: date, now: datetime) -> StoredTier:
+    """What is stored once `status` is saved, evaluated to `today` (watermark: now, less the
+    margin for postings in flight)."""
+    return replace(
+        stored,
+        status=status.model_dump(mode="json"),
+        evaluated_on=today,
+        watermark=now - LATE_MARGIN,
+    )
 
 
-def _drift(
-    program: TierProgram, timezone: str, row: Any, history: _MemberHistory | None
-) -> dict[str, Any] | None:
-    history = history or _MemberHistory([], [], [])
-    enrolled_on = local_date(row.created_at, timezone)
-    stored = parse_status(program, row.status)
-    if stored is None:
-        return {"stored": row.tier, "expected": None, "problem": "unreadable status"}
-    if row.tier != stored.tier:
-        return {"stored": row.tier, "expected": stored.tier, "problem": "tier column"}
-    day = row.evaluated_on
-    try:
-        expected = from_scratch(
-            program,
-            enrolled_on,
-            history.events,
-            usable_memberships(program, history.memberships),
-            day,
-        ).status
-        if expected == stored:
-            return None
-        seen = from_scratch(
-            program,
-            enrolled_on,
-            history.seen_events,
-            usable_memberships(program, [m for m in history.memberships if m.seen]),
-            day,
-        ).status
-    except ValueError as exc:
-        return {"stored": stored.tier, "expected": None, "problem": str(exc)}
-    if seen == stored:
-        return None
+def status_json(status: TierStatus, today: date) -> dict[str, Any]:
+    """The tier status as the engine stores it (member_tiers)."""
     return {
-        "stored": stored.model_dump(mode="json"),
-        "expected": expected.model_dump(mode="json"),
-        "evaluated_on": day.isoformat(),
+        "tier": status.tier,
+        "status": status.model_dump(mode="json"),
+        "evaluated_on": today.isoformat(),
     }
-
-
-async def rebuild_tiers(
-    engine: AsyncEngine, *, program_id: int | None = None, now: datetime | None = None
-) -> int:
-    """Recompute every member's tier status (of every program with tiers, or of `program_id`)
-    from scratch to today (local), in short transactions of a few hundred members each holding
-    those members' advisory locks (so no earn or read evaluates a member while it is rebuilt).
-    Returns how many stored statuses were wrong (those verify reports); the others are brought
-    up to today too. Run it after changing a program's tiers, or stored statuses stay
-    evaluated under the old ones until then (verify reports them)."""
-    now = now or datetime.now(UTC)
-    corrected = 0
-    async with engine.connect() as conn:
-        programs = await _tier_programs(conn)
-        await conn.rollback()
-    for program_id_, timezone, program in programs:
-        if program_id is not None and program_id_ != program_id:
-            continue
-        today = local_date(now, timezone)
-        after = 0
-        while True:
-            async with engine.begin() as conn:
-                rows = list(
-                    await conn.execute(
-                        _MEMBERS,
-                        {
-                            "program_id": program_id_,
-                            "after": after,
-                            "limit": BATCH,
-                            "stored_only": False,
-                        },
-                    )
-                )
-                if not rows:
-                    break
-                ids = [r.id for r in rows]
-                after = ids[-1]
-                await conn.execute(
-                    text("SELECT lock_members(CAST(:ids AS bigint[]))"), {"ids": ids}
-                )
-                # read under the locks: an evaluation may have stored a status meanwhile
-                rows = list(await conn.execute(_MEMBERS_BY_ID, {"ids": ids}))
-                histories = await _histories(conn, timezone, ids)
-                for row in rows:
-                    history = histories.get(row.id) or _MemberHistory([], [], [])
-                    status = from_scratch(
-                        program,
-                        local_date(row.created_at, timezone),
-                        history.events,
-                        usable_memberships(program, history.memberships),
-                        today,
-                    ).status
-                    # wrong as of its own day (what verify reports) is a correction; a
-                    # status merely not evaluated since, or never evaluated, is brought up
-                    # to date without counting
-                    if row.status is not None and _drift(program, timezone, row, history):
-                        corrected += 1
-                    stored = parse_status(program, row.status)
-                    if stored == status and row.tier == status.tier and row.evaluated_on == today:
-                        continue
-                    await repository.save_status(conn, program_id_, row.id, status, today)
-    return corrected

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from pydantic import BaseModel, Field, StringConstraints
 
-from app.rules.tiers import Metric, TierReason
+from app.domain.tiers import Metric, TierReason
 from app.schemas import IsoDate, IsoDateTime, StrictModel, Text
 
 # A term boundary: a local date of the program ("2026-12-31"), or an instant with its zone.

@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from datetime import UTC, datetime
+from typing import Any
 
 from app import errors
-from app.ledger import idempotency
-from app.ledger.fingerprint import fingerprint
-from app.members import repository as members
+from app.db import Session
+from app.domain.dates import local_date
+from app.ledger import members as ledger_members
+from app.ledger.idempotency import Answer, fingerprint
 from app.pagination import NEWEST, Cursor
 from app.programs.models import Program
 from app.transactions import repository
-from app.transactions.schemas import HistoryPage, ReverseRequest, Transaction
+from app.transactions.schemas import HistoryPage, ReverseRequest
 
 _HISTORY = Cursor("t")
 
@@ -24,49 +26,47 @@ def decode_cursor(cursor: str) -> int:
     return _HISTORY.decode(cursor)
 
 
-async def get(conn: AsyncConnection, *, program: Program, transaction_id: int) -> Transaction:
-    found = await repository.find(conn, program_id=program.id, transaction_id=transaction_id)
+async def get(db: Session, *, program: Program, transaction_id: int) -> dict[str, Any]:
+    found = await repository.view(db, program_id=program.id, transaction_id=transaction_id)
     if found is None:
         raise errors.TransactionNotFound(f"no transaction {transaction_id} in this program")
     return found
 
 
+_REVERSE = "SELECT o_replayed, o_status, o_body FROM transactions_reverse($1, $2, $3, $4, $5, $6)"
+
+
 async def reverse(
-    session: AsyncSession,
-    *,
-    program: Program,
-    key: str,
-    transaction_id: int,
-    request: ReverseRequest,
-) -> idempotency.StoredResponse:
-    """Post the exact opposite of a transaction (every leg negated), at most once."""
+    db: Session, *, program: Program, key: str, transaction_id: int, request: ReverseRequest
+) -> Answer:
+    """Post the exact opposite of a transaction (every leg negated), at most once
+    (`transactions_reverse`: lots and projections follow; refusals are kept as the answer).
+    Qualifying credit it takes back counts on today's local day."""
     request_print = fingerprint(
         "reverse", {"transaction_id": transaction_id, **request.model_dump(mode="json")}
     )
-    replay = await idempotency.claim(session, program.id, key, request_print)
-    if replay is not None:
-        return replay
-    reversal_id = await repository.reverse(
-        session,
-        program_id=program.id,
-        transaction_id=transaction_id,
-        reason=request.reason,
-        key=key,
+    row = await db.fetchrow(
+        _REVERSE,
+        program.id,
+        key,
+        request_print,
+        transaction_id,
+        request.reason,
+        local_date(datetime.now(UTC), program.timezone),
     )
-    reversal = await repository.find(session, program_id=program.id, transaction_id=reversal_id)
-    assert reversal is not None  # posted above, in this transaction
-    return await idempotency.complete(
-        session, program.id, key, 201, reversal.model_dump(mode="json"), reversal_id
-    )
+    assert row is not None
+    return Answer(status=row["o_status"], body=row["o_body"], replayed=row["o_replayed"])
 
 
 async def history(
-    conn: AsyncConnection, *, program: Program, external_id: str, limit: int, cursor: str | None
+    db: Session, *, program: Program, external_id: str, limit: int, cursor: str | None
 ) -> HistoryPage:
     before = decode_cursor(cursor) if cursor else NEWEST
-    member_id = await members.require_member_id(
-        conn, program_id=program.id, external_id=external_id
+    member_id = await ledger_members.require_member_id(
+        db, program_id=program.id, external_id=external_id
     )
-    rows = await repository.history(conn, member_id=member_id, before=before, limit=limit + 1)
+    rows = await repository.history(
+        db, program_id=program.id, member_id=member_id, before=before, limit=limit + 1
+    )
     items, next_cursor = _HISTORY.page(rows, limit)
     return HistoryPage(items=items, next_cursor=next_cursor)

@@ -2,33 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Annotated
-
-from fastapi import APIRouter, Depends
-from sqlalchemy.ext.asyncio import AsyncConnection
+from fastapi import APIRouter
 from starlette.responses import Response
 
 from app import errors
-from app.db import get_autocommit_connection
-from app.ledger import posting
-from app.ledger.fingerprint import fingerprint
-from app.ledger.idempotency import IdempotencyKey
-from app.programs.auth import CanRedeem
+from app.api.answers import render
+from app.api.deps import Db, IdempotencyKey
+from app.api.problems import error_responses
+from app.programs.access import CanRedeem
 from app.programs.models import Scope
+from app.transfers import service
 from app.transfers.schemas import TransferRequest, TransferResult
 
 router = APIRouter(prefix="/v1/transfers", tags=["transfers"])
-
-_TRANSFER = posting.api_call(
-    "api_transfer",
-    "program_id",
-    "key",
-    "fingerprint",
-    "from_member",
-    "to_member",
-    "points",
-    "reason",
-)
 
 
 @router.post(
@@ -40,7 +26,7 @@ _TRANSFER = posting.api_call(
         "Both legs or neither. Needs the `admin` scope, or `redeem` when the program allows "
         "member-initiated transfers."
     ),
-    responses=errors.error_responses(
+    responses=error_responses(
         errors.IdempotencyKeyMissing,
         errors.IdempotencyConflict,
         errors.MemberNotFound,
@@ -51,27 +37,13 @@ _TRANSFER = posting.api_call(
     ),
 )
 async def transfer(
-    body: TransferRequest,
-    caller: CanRedeem,
-    key: IdempotencyKey,
-    conn: Annotated[AsyncConnection, Depends(get_autocommit_connection)],
+    body: TransferRequest, caller: CanRedeem, key: IdempotencyKey, database: Db
 ) -> Response:
     program = caller.program
     if not (caller.key.allows(Scope.ADMIN) or program.member_transfers):
         raise errors.TransfersDisabled("ask for an admin key, or enable member transfers")
     if body.from_member == body.to_member:
         raise errors.SameMember()
-    stored = await posting.run(
-        conn,
-        _TRANSFER,
-        {
-            "program_id": program.id,
-            "key": key,
-            "fingerprint": fingerprint("transfer", body.model_dump(mode="json")),
-            "from_member": body.from_member,
-            "to_member": body.to_member,
-            "points": body.points,
-            "reason": body.reason,
-        },
-    )
-    return stored.render()
+    async with database.single() as db:
+        answer = await service.transfer(db, program=program, key=key, request=body)
+    return render(answer, program)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from app.ledger.limits import PositivePoints
+from app.domain.types import PositivePoints
 from app.members.schemas import Balance
 from app.schemas import ExternalId, Reason, StrictModel
 

@@ -19,7 +19,9 @@ as; no write is there twice; no definite failure posted anything; every 4xx is o
 operation may give; every posting matches its request; each member's balance (database and
 API) equals its posted earns - redeems -/+ reversals, the unknown outcomes resolved by what the
 ledger holds for their keys; no balance is negative; the program accounts' entry sums equal
-what the members gained; and `points-ledger verify` exits 0.
+what the members gained. Then every balance grows far past any redeem, every refused request
+is replayed under its key, and each must answer the same refusal and post nothing (declined
+requests keep their answer). Last, `points-ledger verify` exits 0.
 
 The run prints a summary (and every failure message starts with it) including the random seed;
 POINTS_LEDGER_BANK_SEED=<seed> replays the same choices (the interleaving will differ).
@@ -38,7 +40,16 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.load.history import Attempt, Kind, Op, attempt, check, read_ledger, wait_until_quiet
+from tests.load.history import (
+    Attempt,
+    Kind,
+    Ledger,
+    Op,
+    attempt,
+    check,
+    read_ledger,
+    wait_until_quiet,
+)
 from tests.support import LiveServer, TestProgram, libpq_url, run_cli
 
 pytestmark = pytest.mark.load
@@ -203,5 +214,55 @@ async def test_bank(live_server: LiveServer, program: TestProgram, database_url:
     impatient = [o for o in bank.ops if o.attempts and o.attempts[0].unknown]
     assert any(o.acknowledged for o in impatient), "no timed-out request was retried to an ack"
 
+    await replay_the_declined(bank, live_server, program, database_url, ledger, summary)
+
     verify = await run_cli(database_url, "verify")
     assert verify.returncode == 0, verify.stdout + verify.stderr
+
+
+GROWTH = 100_000  # points each member earns after the run: more than any redeem could need
+
+
+async def replay_the_declined(
+    bank: Bank,
+    live_server: LiveServer,
+    program: TestProgram,
+    database_url: str,
+    before: Ledger,
+    summary: str,
+) -> None:
+    """Declined requests keep their answer. Every member's balance grows far past any redeem,
+    then every request that was refused (a 4xx) is replayed under its key: each answers the
+    same refusal, marked replayed, and nothing posts -- the ledger holds the growth alone."""
+    declined = [
+        (op, first) for op in bank.ops for first in op.attempts[:1] if first.definite_failure
+    ]
+    assert any(op.kind == "redeem" for op, _ in declined), summary
+    limits = httpx.Limits(max_connections=CLIENTS, max_keepalive_connections=CLIENTS)
+    async with httpx.AsyncClient(base_url=live_server.base_url, limits=limits) as client:
+        growth = Bank(client, program.api_key, random.Random(0))
+        for member in MEMBERS:
+            op = growth.new_op("earn", member, GROWTH)
+            await growth.deliver(op, "plain")
+            assert op.acknowledged, op.attempts
+        gate = asyncio.Semaphore(CLIENTS)
+
+        async def replay(op: Op) -> Attempt:
+            async with gate:
+                return await attempt(client, op, program.api_key, PATIENT)
+
+        again = await asyncio.gather(*(replay(op) for op, _ in declined))
+    differ = [
+        f"{op.key} ({op.kind}): {first.status} {first.body} then {later}"
+        for (op, first), later in zip(declined, again, strict=True)
+        if (later.status, later.body, later.replayed) != (first.status, first.body, True)
+    ]
+    assert not differ, f"{summary}\n" + "\n".join(differ[:20])
+    conn = await asyncpg.connect(libpq_url(database_url))
+    try:
+        await wait_until_quiet(conn)
+        after = await read_ledger(conn, program.id)
+    finally:
+        await conn.close()
+    assert len(after.postings) == len(before.postings) + len(MEMBERS), summary
+    assert after.available == {m: before.available[m] + GROWTH for m in MEMBERS}, summary

@@ -192,14 +192,14 @@ async def create_database(postgres: DedicatedPostgres) -> str:
 
 
 async def create_program(url: str) -> tuple[int, str]:
-    database = Database.connect(url, Settings(database_url=None, pool_size=1))
+    database = await Database.connect(url, Settings(database_url=None, pool_size=1))
     try:
-        async with database.sessions() as session, session.begin():
+        async with database.transaction() as tx:
             created = await program_service.create_program(
-                session, slug=f"crash-{uuid.uuid4().hex[:8]}", name="Crash test"
+                tx, slug=f"crash-{uuid.uuid4().hex[:8]}", name="Crash test"
             )
     finally:
-        await database.dispose()
+        await database.close()
     return created.program_id, created.api_key
 
 
@@ -261,7 +261,7 @@ async def test_crash_service_and_postgres_mid_load(
                     SELECT a.id, a.balance, coalesce(sum(e.amount), 0) AS folded
                       FROM accounts a LEFT JOIN entries e ON e.account_id = a.id
                      WHERE a.program_id = $1 AND a.member_id IS NOT NULL
-                     GROUP BY a.id HAVING a.balance <> coalesce(sum(e.amount), 0)
+                     GROUP BY a.program_id, a.id HAVING a.balance <> coalesce(sum(e.amount), 0)
                     """,
                     program_id,
                 )

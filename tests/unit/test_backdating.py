@@ -2,7 +2,7 @@
 
 from datetime import UTC, datetime, timedelta
 
-from app.rules.backdating import FUTURE_TOLERANCE, occurred_at_problem
+from app.domain.backdating import FUTURE_TOLERANCE, occurred_at_problem
 
 NOW = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
 

@@ -4,7 +4,7 @@ from decimal import Decimal
 
 import pytest
 
-from app.rules.earn import base_rate_points
+from tests.oracles.earn import base_rate_points
 
 
 @pytest.mark.parametrize(

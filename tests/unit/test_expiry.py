@@ -1,4 +1,5 @@
-"""Worked examples of expiry policies, FIFO spending and due lots (no database)."""
+"""Worked examples of expiry policies (app.domain.expiry), and of the spending order of lots as
+the tests' oracle states it (tests.oracles.lots; the ledger spends them in SQL). No database."""
 
 from __future__ import annotations
 
@@ -10,22 +11,24 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter, ValidationError
 
-from app.rules.dates import start_of_day
-from app.rules.expiry import (
+from app.domain.dates import start_of_day
+from app.domain.expiry import (
     ExpiryPolicy,
     FixedDatePolicy,
     InactivityPolicy,
-    InsufficientPoints,
     LifetimePolicy,
-    Lot,
-    LotPoints,
     NeverPolicy,
-    consume_fifo,
-    due_lots,
-    fifo_order,
     inactivity_expires_at,
     lot_expires_at,
     valid_through,
+)
+from tests.oracles.lots import (
+    InsufficientPoints,
+    Lot,
+    LotPoints,
+    consume_fifo,
+    due_lots,
+    fifo_order,
 )
 
 PARIS = "Europe/Paris"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -10,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from app.rules.referrals import (
+from app.domain.referrals import (
     ALPHABET,
     ClawbackDecision,
     ReferralDecision,
@@ -20,7 +19,8 @@ from app.rules.referrals import (
     check_clawback,
     check_link,
     check_reward,
-    generate_code,
+    code_for,
+    member_id_for,
     normalize_code,
     normalize_email,
     normalize_phone,
@@ -48,26 +48,26 @@ def test_the_alphabet_has_no_lookalikes() -> None:
     assert len(set(ALPHABET)) == len(ALPHABET) == 17
 
 
-def test_codes_are_deterministic_for_a_given_random_source() -> None:
-    first = generate_code(random.Random(42).randrange)
-    again = generate_code(random.Random(42).randrange)
-    other = generate_code(random.Random(43).randrange)
-    assert first == again != other
-    assert len(first) == 8
-    assert set(first) <= set(ALPHABET)
+def test_a_code_is_a_function_of_the_member_id() -> None:
+    # ((1 + 1,234,567) x 4,294,967,291) mod 17^8 = 2,480,947,486 = base 17 digits
+    # (6, 0, 13, 5, 8, 1, 6, 7) over the alphabet: G3TFK4GH
+    assert code_for(1) == "G3TFK4GH"
+    assert code_for(2) == "YKRCCPX9"  # neighbours look unrelated
+    assert code_for(1) == code_for(1)
 
 
-def test_a_code_is_read_from_the_draws() -> None:
-    draws = iter([0, 1, 16, 4, 5, 5])
-    # Draws 0, 1, 16, 4, 5, 5 pick ALPHABET[0], [1], [16], [4], [5], [5].
-    assert generate_code(lambda n: next(draws), length=6) == "34YCFF"
+@given(st.integers(min_value=1, max_value=5_000_000_000))
+def test_a_code_leads_back_to_its_member(member_id: int) -> None:
+    code = code_for(member_id)
+    assert len(code) == 8 and set(code) <= set(ALPHABET)
+    assert member_id_for(code) == member_id
 
 
-def test_a_bad_random_source_or_length_is_refused() -> None:
-    with pytest.raises(ValueError, match="out of range"):
-        generate_code(lambda n: n)
-    with pytest.raises(ValueError, match="4 to 32"):
-        generate_code(random.Random(1).randrange, length=3)
+def test_codes_no_member_could_have_are_unknown() -> None:
+    assert member_id_for("3333") is None  # not 8 characters
+    assert member_id_for("G3TFK4G0") is None  # not the alphabet
+    with pytest.raises(ValueError, match="range"):
+        code_for(0)
 
 
 @pytest.mark.parametrize(
@@ -84,9 +84,9 @@ def test_normalize_code(typed: str, expected: str | None) -> None:
     assert normalize_code(typed) == expected
 
 
-@given(st.integers(min_value=0))
-def test_every_generated_code_normalizes_to_itself(seed: int) -> None:
-    code = generate_code(random.Random(seed).randrange)
+@given(st.integers(min_value=1, max_value=5_000_000_000))
+def test_every_code_normalizes_to_itself(member_id: int) -> None:
+    code = code_for(member_id)
     assert normalize_code(code) == code
     assert normalize_code(code.lower()) == code
 

@@ -15,9 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from app.ledger.limits import MAX_AMOUNT
-from app.rules.earn import base_rate_points
-from app.rules.engine import (
+from app.domain.earning import (
     ChallengeState,
     EarnOverflow,
     EarnResult,
@@ -28,6 +26,8 @@ from app.rules.engine import (
     apportion,
     evaluate_earn,
 )
+from app.domain.types import MAX_AMOUNT
+from tests.oracles.earn import base_rate_points
 
 PARIS = "Europe/Paris"
 # Saturday 6 June 2026, 10:00 in Paris (UTC+2 in summer).

@@ -4,7 +4,7 @@ import pytest
 
 from app import errors
 from app.currency import currency_exponent
-from app.ledger.fingerprint import fingerprint
+from app.ledger.idempotency import fingerprint
 from app.programs.keys import hash_key, new_key
 from app.programs.models import ApiKey, Scope
 from app.programs.service import ProgramSetupError, parse_scopes

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
-from app.rules.tiers import (
+from app.domain.tiers import (
     EarnedTier,
     Membership,
     Progress,
