@@ -66,7 +66,6 @@ class RunState:
     baseline_url: str
     admin_key: str = ""
     key: str = ""
-    app: processes.Server | None = None
     svc: processes.Server | None = None
     figures: Run = field(default_factory=dict)
     posted: int = 0  # transactions the run posted (2xx writes), towards the 1M ledger
@@ -241,12 +240,24 @@ def measure_service(bench: Bench, state: RunState, name: str) -> Measurement:
     return figure
 
 
+def measure_bare_app(bench: Bench, state: RunState) -> Measurement:
+    """The bare app runs only for its own step: its 32 pooled connections would otherwise
+    leave pgbench's 32 clients no room under max_connections, and its idle workers share the
+    cores with the service."""
+    args, lua = bench.args, bench.baseline_dir / "earn.lua"
+    app = baselines.start_app(bench.baseline_dir, state.baseline_url, args.workers, bench.work)
+    try:
+        loadgen.wrk(app.base, lua, connections=32, seconds=WARM_UP_SECONDS, env={})
+        result, cpu = timed_wrk(app, lua, 32, args.seconds, {})
+    finally:
+        app.stop()
+    return from_wrk(result, cpu, 1)
+
+
 def measure_baseline(bench: Bench, state: RunState, name: str) -> Measurement:
     seconds = bench.args.seconds
     if name == "bare_app":
-        assert state.app is not None
-        result, cpu = timed_wrk(state.app, bench.baseline_dir / "earn.lua", 32, seconds, {})
-        return from_wrk(result, cpu, 1)
+        return measure_bare_app(bench, state)
     run = baselines.pgbench_earn if name == "pgbench_earn" else baselines.pgbench_batch
     found = run(state.baseline_url, bench.baseline_dir, max(1, round(seconds)))
     events = BY_NAME[name].events_per_request
@@ -370,30 +381,18 @@ def one_run(bench: Bench, number: int) -> Run:
     try:
         seed(bench, state)
         state.svc = service.start(state.service_url, args.workers, bench.work)
-        state.app = baselines.start_app(
-            bench.baseline_dir, state.baseline_url, args.workers, bench.work
-        )
-        # connections, caches, prepared statements: not part of any figure
-        loadgen.wrk(
-            state.svc.base,
-            LEDGER_LUA,
-            connections=32,
-            seconds=WARM_UP_SECONDS,
-            env=ledger_env(state, "read", args.members),
-        )
-        loadgen.wrk(
-            state.app.base,
-            bench.baseline_dir / "earn.lua",
-            connections=32,
-            seconds=WARM_UP_SECONDS,
-            env={},
-        )
-        run_steps(bench, state)
-    finally:
-        for process in (state.svc, state.app):
-            if process is not None:
-                process.stop()
-    try:
+        try:
+            # connections, caches, prepared statements: not part of any figure
+            loadgen.wrk(
+                state.svc.base,
+                LEDGER_LUA,
+                connections=32,
+                seconds=WARM_UP_SECONDS,
+                env=ledger_env(state, "read", args.members),
+            )
+            run_steps(bench, state)
+        finally:
+            state.svc.stop()
         if number == args.runs and "verify_1m" in bench.chosen:
             state.figures["verify_1m"] = verify_million(bench, state)
             log(state, "verify_1m", f"verify took {state.figures['verify_1m'].value:.1f} s")

@@ -167,7 +167,7 @@ class PgbenchResult:
 
 def pgbench(url: str, script: Path, *, clients: int, threads: int, seconds: int) -> PgbenchResult:
     """pgbench -n (no vacuum of its own tables: the baseline schema has none) with a script."""
-    out = subprocess.run(
+    done = subprocess.run(
         [
             pgbench_binary(),
             "-n",
@@ -184,17 +184,19 @@ def pgbench(url: str, script: Path, *, clients: int, threads: int, seconds: int)
         ],
         capture_output=True,
         text=True,
-        check=True,
-    ).stdout
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"pgbench {script.name} failed:\n{done.stdout}\n{done.stderr}")
+    out = done.stdout
     tps = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)
-    done = re.search(r"number of transactions actually processed: (\d+)", out)
+    processed = re.search(r"number of transactions actually processed: (\d+)", out)
     failed = re.search(r"number of failed transactions: (\d+)", out)
     latency = re.search(r"latency average = ([\d.]+) ms", out)
-    if not tps or not done:
+    if not tps or not processed:
         raise RuntimeError(f"pgbench output not understood:\n{out}")
     return PgbenchResult(
         float(tps.group(1)),
-        int(done.group(1)),
+        int(processed.group(1)),
         int(failed.group(1)) if failed else 0,
         float(latency.group(1)) if latency else None,
     )

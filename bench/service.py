@@ -28,8 +28,17 @@ class CommandFailed(RuntimeError):
     pass
 
 
+# 16 connections per worker, as the bare app has; with the default 20 (+10 overflow), two
+# workers beside pgbench's 32 clients can pass a default max_connections of 100
+POOL_SIZE = 16
+
+
 def _env(url: str) -> dict[str, str]:
-    return {"POINTS_LEDGER_DATABASE_URL": url, "POINTS_LEDGER_LOG_LEVEL": "warning"}
+    return {
+        "POINTS_LEDGER_DATABASE_URL": url,
+        "POINTS_LEDGER_LOG_LEVEL": "warning",
+        "POINTS_LEDGER_POOL_SIZE": str(POOL_SIZE),
+    }
 
 
 def points_ledger(url: str, *args: str) -> str:
@@ -89,7 +98,8 @@ def verify(url: str) -> float:
 
 def start(url: str, workers: int, log_dir: Path) -> processes.Server:
     """`python -m app serve --workers W`, as in production (uvicorn, uvloop, httptools; the
-    serve command migrates first). Pool and cache settings are the production defaults."""
+    serve command migrates first). Cache settings are the production defaults; the pool is
+    POOL_SIZE."""
     port = processes.free_port()
     server = processes.start(
         "service",
