@@ -443,6 +443,8 @@ def main() -> None:
             )
     finally:
         server.close()
+        for csv_file in work.glob("*.csv"):  # up to 1M rows; logs and profiles stay
+            csv_file.unlink()
 
 
 if __name__ == "__main__":

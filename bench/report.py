@@ -108,6 +108,10 @@ def table(runs: list[Run]) -> str:
             )
             + " |"
         )
+    lines.append(
+        "\n(pgbench rows: pgbench's average latency in the p50 column; errors: its failed"
+        " transactions.)"
+    )
     return "\n".join(lines)
 
 
