@@ -19,7 +19,6 @@ ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DIR = ROOT.parent / "shared" / "baseline"  # the repo lives at /work/main
 DIR_ENV = "POINTS_LEDGER_BASELINE_DIR"
 FILES = ("README.md", "schema.sql", "earn_cte.sql", "earn_batch.sql", "app.py", "earn.lua")
-BATCH_EVENTS = 100  # earns per earn_batch.sql statement
 
 
 def locate(option: str | None) -> Path:

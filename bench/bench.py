@@ -6,10 +6,10 @@ Run it with `bench/run` (which installs wrk and the project's venv). Each run:
   2. seeds the service through its public interfaces only: `points-ledger program create`,
      `keys create`, and `points-ledger import` of a CSV that gives each of --members members a
      starting balance (timed: the `import` scenario);
-  3. starts `python -m app serve --workers W` and the bare baseline app with the same worker
-     count, and measures the scenarios of bench/scenarios.py with wrk (32 connections) and the
-     baselines with wrk and pgbench, alternately, running `points-ledger verify` after each of
-     the service's scenarios (the bench stops if it fails);
+  3. starts `python -m app serve --workers W` and measures the scenarios of
+     bench/scenarios.py with wrk (32 connections), alternately with the baselines: the bare app
+     (same worker count, started for its own step) under wrk, and pgbench; it runs
+     `points-ledger verify` after each of the service's scenarios (and stops if it fails);
   4. at the end of the last run, grows the ledger to 1,000,000 transactions with parallel
      imports and times `points-ledger verify` on it (`verify_1m`).
 It prints every scenario beside its baseline, the ratio (median of the per-run ratios), its
@@ -30,18 +30,13 @@ import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from bench import baselines, loadgen, postgres, processes, pyspy, report, service
+from bench import baselines, loadgen, postgres, processes, pyspy, report, seed, service
 from bench.report import Measurement, Run
-from bench.scenarios import BATCH_EVENTS, BY_NAME, TIER_RULES, TIERS, round_order, selected
+from bench.scenarios import BATCH_EVENTS, BY_NAME, round_order, selected
 
 ROOT = Path(__file__).resolve().parent.parent
 LEDGER_LUA = loadgen.WRK_DIR / "ledger.lua"
-SLUG = "bench"
-# every member's starting balance: enough that redeem never runs dry, and far below the tiered
-# program's daily cap, which counts explicit-points earns (the seed's) as well as orders
-SEED_POINTS = 10_000
 VERIFY_TRANSACTIONS = 1_000_000
-FILL_PROCESSES = 4  # imports at once while growing the ledger to 1M (like 4 tills)
 WARM_UP_SECONDS = 2
 
 
@@ -142,48 +137,14 @@ def log(state: RunState, name: str, text: str) -> None:
     print(f"  run {state.number} {name:<14} {text}", flush=True)
 
 
-def seed(bench: Bench, state: RunState) -> None:
-    """A program, an earn/redeem/read key, and every member with a starting balance through
-    `points-ledger import` (timed: the import scenario)."""
-    state.admin_key = service.create_program(state.service_url, SLUG)
-    state.key = service.create_key(state.service_url, SLUG, "earn,redeem,read")
-    members = bench.args.members
-    csv_path = bench.work / f"seed-{state.number}.csv"
-    service.write_csv(
-        csv_path, ((f"seed-{m}", "earn", f"m{m}", SEED_POINTS) for m in range(1, members + 1))
-    )
-    # autovacuum may be off (it is on this machine): keep statistics current as tables fill
-    with postgres.analyzing_every(state.service_url, 10):
-        seconds = service.import_csv(state.service_url, csv_path, SLUG)
-    postgres.analyze(state.service_url)
-    state.posted += members
-    state.figures["import"] = Measurement(seconds, requests=members)
-    log(state, "import", f"{members:,} rows in {seconds:.1f} s ({members / seconds:,.0f} rows/s)")
-
-
-def configure_tiers(state: RunState) -> None:
-    """Three tiers, a first-purchase bonus and a daily cap, through the admin API."""
-    assert state.svc is not None
-    base, key = state.svc.base, state.admin_key
-    program = service.http(base, "GET", "/v1/program", key)
-    service.http(
-        base,
-        "PUT",
-        "/v1/program",
-        key,
-        {**program, "tiers": TIERS},
-        idempotency_key=f"bench-tiers-{uuid.uuid4().hex}",
-    )
-    for rule in TIER_RULES:
-        service.http(
-            base,
-            "POST",
-            "/v1/rules",
-            key,
-            rule,
-            idempotency_key=f"bench-rule-{rule['id']}-{uuid.uuid4().hex}",
-        )
-    time.sleep(service.CACHE_TTL_SECONDS + 1)  # until every worker has dropped its cached rules
+def prepare(bench: Bench, state: RunState) -> None:
+    """The program, its keys, and every member with a starting balance (timed: `import`)."""
+    state.admin_key, state.key = seed.program(state.service_url)
+    count = bench.args.members
+    seconds = seed.members(state.service_url, bench.work, count)
+    state.posted += count
+    state.figures["import"] = Measurement(seconds, requests=count)
+    log(state, "import", f"{count:,} rows in {seconds:.1f} s ({count / seconds:,.0f} rows/s)")
 
 
 def timed_wrk(
@@ -223,7 +184,7 @@ def measure_service(bench: Bench, state: RunState, name: str) -> Measurement:
     scenario = BY_NAME[name]
     assert state.svc is not None and scenario.lua is not None
     if name == "tiers":
-        configure_tiers(state)
+        seed.tiers(state.svc.base, state.admin_key)
     result, cpu = timed_wrk(
         state.svc,
         LEDGER_LUA,
@@ -315,40 +276,18 @@ def profile_earn(bench: Bench, state: RunState) -> None:
     print(f"  --profile: py-spy summary {summary} (raw stacks {raw})", flush=True)
 
 
-def fill_ledger(bench: Bench, state: RunState) -> tuple[int, float]:
-    """Import explicit-point earns until the ledger holds --verify-transactions transactions
-    (counting the seed and every 2xx write of the run); several imports at once, each on its
-    own slice of the members. Returns the rows imported and the time taken."""
-    missing = max(0, bench.args.verify_transactions - state.posted)
-    members = bench.args.members
-    share = -(-missing // FILL_PROCESSES)  # rows per import, rounded up
-    width = max(1, members // FILL_PROCESSES)  # members per import: no two wait on one lock
-    paths = []
-    for part in range(FILL_PROCESSES):
-        path = bench.work / f"fill-{part}.csv"
-        rows = range(part * share, min(missing, (part + 1) * share))
-        service.write_csv(
-            path,
-            (
-                (f"fill-{i}", "earn", f"m{1 + (part * width + i % width) % members}", 1)
-                for i in rows
-            ),
-        )
-        paths.append(path)
-    with postgres.analyzing_every(state.service_url, 30):
-        seconds = service.import_parallel(state.service_url, paths, SLUG)
-    postgres.analyze(state.service_url)
-    state.posted += missing
-    return missing, seconds
-
-
 def verify_million(bench: Bench, state: RunState) -> Measurement:
-    imported, fill_seconds = fill_ledger(bench, state)
+    """Grow the run's ledger to --verify-transactions (counting the seed and every 2xx write
+    of the run) through imports, then time `points-ledger verify` on it."""
+    imported = max(0, bench.args.verify_transactions - state.posted)
+    fill_seconds = seed.fill(state.service_url, bench.work, imported, bench.args.members)
+    state.posted += imported
     log(
         state,
         "verify_1m",
         f"ledger grown by {imported:,} imported rows in {fill_seconds:.0f} s "
-        f"({imported / max(fill_seconds, 1e-9):,.0f} rows/s, {FILL_PROCESSES} imports at once); "
+        f"({imported / max(fill_seconds, 1e-9):,.0f} rows/s, "
+        f"{seed.FILL_PROCESSES} imports at once); "
         f"now >= {state.posted:,} transactions",
     )
     seconds = service.verify(state.service_url)
@@ -379,7 +318,7 @@ def one_run(bench: Bench, number: int) -> Run:
         baselines.create_database(server, bench.baseline_dir),
     )
     try:
-        seed(bench, state)
+        prepare(bench, state)
         state.svc = service.start(state.service_url, args.workers, bench.work)
         try:
             # connections, caches, prepared statements: not part of any figure

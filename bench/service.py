@@ -28,8 +28,10 @@ class CommandFailed(RuntimeError):
     pass
 
 
-# 16 connections per worker, as the bare app has; with the default 20 (+10 overflow), two
-# workers beside pgbench's 32 clients can pass a default max_connections of 100
+# 16 connections per worker and no overflow: exactly the bare app's pool (asyncpg, 16 per
+# worker). With the default 20 + 10, a worker past its pool opens and closes a connection per
+# request (a py-spy profile showed asyncpg connecting during the load), and two workers beside
+# pgbench's 32 clients can pass max_connections=100.
 POOL_SIZE = 16
 
 
@@ -38,6 +40,7 @@ def _env(url: str) -> dict[str, str]:
         "POINTS_LEDGER_DATABASE_URL": url,
         "POINTS_LEDGER_LOG_LEVEL": "warning",
         "POINTS_LEDGER_POOL_SIZE": str(POOL_SIZE),
+        "POINTS_LEDGER_POOL_MAX_OVERFLOW": "0",
     }
 
 
