@@ -40,7 +40,6 @@ def _env(url: str) -> dict[str, str]:
         "POINTS_LEDGER_DATABASE_URL": url,
         "POINTS_LEDGER_LOG_LEVEL": "warning",
         "POINTS_LEDGER_POOL_SIZE": str(POOL_SIZE),
-        "POINTS_LEDGER_POOL_MAX_OVERFLOW": "0",
     }
 
 
