@@ -273,6 +273,22 @@ async def test_order_cap_and_daily_cap(app, client, program, sql):
     assert fourth.json()["code"] == "nothing_to_earn"
 
 
+async def test_points_given_without_an_order_do_not_use_up_the_daily_cap(app, client, program, sql):
+    """The cap is on what the day's orders earn: 500 goodwill points given the same day (an
+    earn without an order) leave the member's 150 for orders untouched."""
+    await set_rules(
+        app, sql, program, [BASE, {"id": "cap-day", "kind": "daily_cap", "max_points": 150}]
+    )
+    goodwill = await client.post(
+        "/v1/earn", json={"member": "gus", "points": 500}, headers=program.write_headers()
+    )
+    assert goodwill.status_code == 201, goodwill.text
+    first = await earn_order(client, program, "gus", 10000)  # 100 of the 150
+    second = await earn_order(client, program, "gus", 10000)  # 100, only 50 left today
+    assert lines(first) == {"base": 100}
+    assert lines(second) == {"base": 100, "cap-day": -50}
+
+
 async def test_daily_cap_holds_under_concurrent_earns(app, client, program, sql):
     await set_rules(
         app, sql, program, [BASE, {"id": "cap-day", "kind": "daily_cap", "max_points": 95}]

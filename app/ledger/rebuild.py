@@ -36,7 +36,8 @@ _LOTS = """
 _DAYS = """
     WITH ledger AS (
         SELECT e.program_id, e.member_id, (t.occurred_at AT TIME ZONE p.timezone)::date AS day,
-               coalesce(sum(e.amount) FILTER (WHERE t.kind = 'earn' AND e.asset = 'points'), 0)
+               coalesce(sum(e.amount) FILTER (WHERE t.kind = 'earn' AND t.order_id IS NOT NULL
+                                             AND e.asset = 'points'), 0)
                    AS earned,
                coalesce(sum(e.amount) FILTER (WHERE e.asset = 'qualifying'), 0) AS qualifying,
                max(t.recorded_at) FILTER (WHERE e.asset = 'qualifying') AS changed_at,

@@ -327,13 +327,14 @@ CHECKS: tuple[Check, ...] = (
     ),
     Check(
         "member_days_match_ledger",
-        "each member's daily figures (what earns gave, the qualifying credit) equal the"
+        "each member's daily figures (what orders earned, the qualifying credit) equal the"
         " ledger's, by local day of the program",
         """
         WITH ledger AS (
             SELECT e.program_id, e.member_id,
                    (t.occurred_at AT TIME ZONE p.timezone)::date AS day,
-                   coalesce(sum(e.amount) FILTER (WHERE t.kind = 'earn' AND e.asset = 'points'),
+                   coalesce(sum(e.amount) FILTER (WHERE t.kind = 'earn' AND t.order_id IS NOT NULL
+                                             AND e.asset = 'points'),
                             0) AS earned,
                    coalesce(sum(e.amount) FILTER (WHERE e.asset = 'qualifying'), 0) AS qualifying
               FROM entries e

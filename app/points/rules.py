@@ -84,7 +84,7 @@ class MemberRules:
     earned_on_order: bool
     # (rule id, period) -> (purchases, awarded_on)
     awards: dict[tuple[str, str], tuple[int, date | None]]
-    # local day -> points earns gave that day
+    # local day -> points the day's orders earned (what daily caps count)
     earned: dict[date, int]
     tier: StoredTier
     days: list[EventDay]

@@ -441,12 +441,15 @@ BEGIN
             g_amount[n_legs] := -q;
             m_qual[s] := m_qual[s] + q;
         END IF;
-        -- what the day's earns gave (daily caps) and its qualifying credit (tiers)
+        -- what the day's orders earned (daily caps) and its qualifying credit (tiers)
         IF p_day[i] IS NOT NULL THEN
             n_days := n_days + 1;
             y_member[n_days] := m_id[s];
             y_day[n_days] := p_day[i];
-            y_earned[n_days] := CASE WHEN p_kind[i] = 'earn' THEN pts ELSE 0 END;
+            -- daily caps count what the day's orders earned (an earn without an order, such as
+            -- goodwill points, does not use up the member's cap)
+            y_earned[n_days] := CASE WHEN p_kind[i] = 'earn' AND p_order_id[i] IS NOT NULL
+                                     THEN pts ELSE 0 END;
             y_qualifying[n_days] := CASE WHEN p_kind[i] = 'earn' THEN q ELSE 0 END;
         END IF;
 

@@ -12,7 +12,7 @@
 --     its account and transaction, and that each transaction balances per asset;
 --   * new lots (p_lot_*), lots given back to (p_back_*) and lots taken (p_take_*), which add up
 --     to the legs on the members' available points (verify checks it);
---   * what earns gave and the qualifying credit per member and local day (p_day_*), added to
+--   * what orders earned and the qualifying credit per member and local day (p_day_*), added to
 --     `member_days`, the projection that daily caps and tiers read;
 --   * the members' state (p_state_*): postings to add to `version` (the compare-and-set of
 --     member-dependent earns), and `due_at` / `inactive_at` candidates; the earliest due_at
