@@ -13,13 +13,16 @@ from app import errors
 from app.db import Database
 from app.ledger.commit import Committer
 
+# Dependencies are `async def` even when they do not await: FastAPI runs a plain `def`
+# dependency in its thread pool, a thread hop (and GIL hand-over) per request for nothing.
 
-def get_database(request: Request) -> Database:
+
+async def get_database(request: Request) -> Database:
     database: Database = request.app.state.database
     return database
 
 
-def get_committer(request: Request) -> Committer:
+async def get_committer(request: Request) -> Committer:
     committer: Committer = request.app.state.committer
     return committer
 

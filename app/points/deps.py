@@ -4,15 +4,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import Depends, Request
+from fastapi import Depends
 
-from app.api.deps import get_committer, get_database
+from app.api.deps import Commits, Db
 from app.points.service import Ledger
-from app.programs.access import get_caches
+from app.programs.access import Caches
 
 
-def get_ledger(request: Request) -> Ledger:
-    return Ledger(get_database(request), get_committer(request), get_caches(request))
+async def get_ledger(database: Db, committer: Commits, caches: Caches) -> Ledger:
+    return Ledger(database, committer, caches)
 
 
 Postings = Annotated[Ledger, Depends(get_ledger)]

@@ -13,14 +13,14 @@ from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app import errors
-from app.api.deps import get_database
+from app.api.deps import Db
 from app.programs.auth import AuthCaches
 from app.programs.models import Caller, Scope
 
 bearer = HTTPBearer(auto_error=False, description="An API key of the program: `plk_…`")
 
 
-def get_caches(request: Request) -> AuthCaches:
+async def get_caches(request: Request) -> AuthCaches:
     caches: AuthCaches = request.app.state.auth_caches
     return caches
 
@@ -33,14 +33,13 @@ def require(*scopes: Scope) -> Callable[..., Awaitable[Caller]]:
     `admin`)."""
 
     async def dependency(
-        request: Request,
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        caches: Caches,
+        database: Db,
     ) -> Caller:
         if credentials is None or not credentials.credentials:
             raise errors.Unauthorized("send Authorization: Bearer <api key>")
-        caller = await get_caches(request).authenticate(
-            get_database(request), credentials.credentials
-        )
+        caller = await caches.authenticate(database, credentials.credentials)
         missing = [scope.value for scope in scopes if not caller.key.allows(scope)]
         if missing:
             raise errors.Forbidden(f"this endpoint needs the scope(s): {', '.join(missing)}")

@@ -68,6 +68,9 @@ CREATE TABLE rule_sets (
 
 -- No foreign key to programs on the hot tables: it would take a KEY SHARE lock on the one
 -- program row for every enrolment and posting. Programs are never deleted (trigger).
+-- Rows updated by every posting (members, accounts, member_days) leave room in their pages
+-- (fillfactor 70): the update of an unindexed column (version, balance) then stays on its
+-- page as a HOT update, with no new index entries.
 CREATE TABLE members (
     program_id  bigint NOT NULL,
     id          bigint GENERATED ALWAYS AS IDENTITY,
@@ -85,7 +88,7 @@ CREATE TABLE members (
     inactive_at timestamptz,
     PRIMARY KEY (program_id, id),
     UNIQUE (program_id, external_id)
-);
+) WITH (fillfactor = 70);
 -- the worker's way to the members whose points lapse for inactivity (set only under that policy)
 CREATE INDEX members_inactive ON members (program_id, inactive_at) WHERE inactive_at IS NOT NULL;
 
@@ -112,10 +115,11 @@ CREATE TABLE accounts (
     CONSTRAINT debt_is_owed CHECK (kind <> 'debt' OR balance <= 0),
     CONSTRAINT balance_in_json_range CHECK (balance BETWEEN -9007199254740991 AND 9007199254740991),
     CONSTRAINT one_account_per_kind UNIQUE NULLS NOT DISTINCT (program_id, member_id, asset, kind)
-);
+) WITH (fillfactor = 70);
 
--- One business event posted to the ledger. Ids are drawn in posting order (the engine draws
--- a batch's ids before it writes), so "earlier" is "smaller id" within a program.
+-- One business event posted to the ledger. Within one engine call ids are drawn in posting
+-- order; across calls they are not in commit order (each connection caches a range of ids),
+-- so nothing may read "smaller id" as "earlier" across calls.
 CREATE TABLE transactions (
     program_id      bigint NOT NULL,
     -- the engine draws a batch's ids at once: each connection caches 100 (gaps are fine)
@@ -292,7 +296,7 @@ CREATE TABLE member_days (
     qualifying_taken_back_at timestamptz,
     PRIMARY KEY (program_id, member_id, day),
     FOREIGN KEY (program_id, member_id) REFERENCES members (program_id, id)
-);
+) WITH (fillfactor = 70);
 
 -- Once-only bonuses (first purchase: period 'once'; birthday: the local year) and frequency
 -- challenges (period: the local month, with the purchases counted so far).

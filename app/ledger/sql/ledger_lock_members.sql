@@ -27,24 +27,39 @@ DECLARE
     ids bigint[];
     due timestamptz[];
 BEGIN
-    SELECT array_agg(x.id ORDER BY x.id), array_agg(x.due_at ORDER BY x.id) INTO ids, due
-      FROM (SELECT m.id, m.due_at
-              FROM public.members m
-             WHERE m.program_id = p_program_id
-               AND (m.id = ANY (p_member_ids) OR m.external_id = ANY (p_external_ids))
-             ORDER BY m.id
-               FOR NO KEY UPDATE) x;
+    -- Every lookup below is a LATERAL probe of one key per row: a nested loop of index
+    -- scans whatever the statistics say (on stale statistics, `= ANY (array)` was planned as
+    -- a scan of the program's whole index range, filtered). A probe of a unique key says
+    -- LIMIT 1 so that the planner cannot flatten it back into a join (row locks and
+    -- aggregates prevent that by themselves).
+    SELECT array_agg(m.id ORDER BY m.id), array_agg(m.due_at ORDER BY m.id) INTO ids, due
+      FROM (SELECT k.id
+              FROM (SELECT u.id FROM unnest(p_member_ids) AS u (id)
+                    UNION
+                    SELECT e.id FROM unnest(p_external_ids) AS x (external_id)
+                      JOIN LATERAL (SELECT y.id FROM public.members y
+                                     WHERE y.program_id = p_program_id
+                                       AND y.external_id = x.external_id
+                                     LIMIT 1) e ON true) k
+             ORDER BY k.id) k
+      -- locked in ascending id order: the nested loop follows its sorted outer side
+      JOIN LATERAL (SELECT z.id, z.due_at FROM public.members z
+                     WHERE z.program_id = p_program_id AND z.id = k.id
+                       FOR NO KEY UPDATE) m ON true;
     IF EXISTS (SELECT 1 FROM unnest(due) AS d WHERE d <= now()) THEN
         PERFORM public.ledger_maintain(p_program_id, ids);
     END IF;
-    -- all the members' accounts in one index scan (= ANY: never a hash of the table)
     RETURN QUERY
     SELECT m.id, m.external_id, m.version, m.due_at, m.inactive_at,
            b.available_id, b.available, b.pending_id, b.pending, b.held_id, b.held,
            b.debt_id, b.debt, b.qualifying_id, b.qualifying
-      FROM public.members m
-      JOIN (SELECT y.member_id,
-                   max(y.id) FILTER (WHERE y.asset = 'points' AND y.kind = 'available')
+      FROM unnest(ids) WITH ORDINALITY AS k (id, i)
+      JOIN LATERAL (SELECT z.id, z.external_id, z.version, z.due_at, z.inactive_at
+                      FROM public.members z
+                     WHERE z.program_id = p_program_id AND z.id = k.id
+                     LIMIT 1) m ON true
+      JOIN LATERAL (
+            SELECT max(y.id) FILTER (WHERE y.asset = 'points' AND y.kind = 'available')
                        AS available_id,
                    max(y.balance) FILTER (WHERE y.asset = 'points' AND y.kind = 'available')
                        AS available,
@@ -61,8 +76,6 @@ BEGIN
                    max(y.balance) FILTER (WHERE y.asset = 'qualifying' AND y.kind = 'available')
                        AS qualifying
               FROM public.accounts y
-             WHERE y.program_id = p_program_id AND y.member_id = ANY (ids)
-             GROUP BY y.member_id) b ON b.member_id = m.id
-     WHERE m.program_id = p_program_id AND m.id = ANY (ids)
-     ORDER BY m.id;
+             WHERE y.program_id = p_program_id AND y.member_id = k.id) b ON true
+     ORDER BY k.i;
 END $$;

@@ -180,17 +180,18 @@ BEGIN
         RETURN;
     END IF;
 
-    -- 2. the keys' stored answers (one index scan), and each event's first event with its key
+    -- 2. the keys' stored answers (an index probe per key), and each event's first event
+    -- with its key
     SELECT array_agg(s.key IS NOT NULL ORDER BY u.i), array_agg(s.fingerprint ORDER BY u.i),
            array_agg(s.status_code ORDER BY u.i), array_agg(s.response ORDER BY u.i),
            array_agg(u.first ORDER BY u.i)
       INTO k_found, k_print, k_status, k_body, e_first
       FROM (SELECT x.key, x.i, min(x.i) OVER (PARTITION BY x.key)::integer AS first
               FROM unnest(p_key) WITH ORDINALITY AS x (key, i)) u
-      LEFT JOIN (SELECT y.key, y.fingerprint, y.status_code, y.response
-                   FROM public.idempotency_keys y
-                  WHERE y.program_id = p_program_id AND y.key = ANY (p_key)) s
-             ON s.key = u.key;
+      LEFT JOIN LATERAL (SELECT y.key, y.fingerprint, y.status_code, y.response
+                           FROM public.idempotency_keys y
+                          WHERE y.program_id = p_program_id AND y.key = u.key
+                          LIMIT 1) s ON true;  -- LIMIT: a probe, never flattened into a join
 
     -- 3. and 4. lock and load the members the events name (by external id, in ascending
     -- id order, due maintenance first); an earn enrols a member it names for the first time
@@ -260,11 +261,12 @@ BEGIN
            o_redeemed, o_cancelled, o_changed
       FROM (SELECT DISTINCT u.order_id
               FROM unnest(p_order_id, p_kind, k_found) AS u (order_id, kind, found)
-             WHERE u.order_id IS NOT NULL AND u.kind IN ('earn', 'redeem') AND NOT u.found) d
-      LEFT JOIN (SELECT x.* FROM public.orders x
-                  WHERE x.program_id = p_program_id AND x.order_id = ANY (p_order_id)
-                  ORDER BY x.order_id
-                    FOR UPDATE) o ON o.order_id = d.order_id;
+             WHERE u.order_id IS NOT NULL AND u.kind IN ('earn', 'redeem') AND NOT u.found
+             ORDER BY u.order_id) d
+      -- locked one by one in order id order (the nested loop follows its sorted outer side)
+      LEFT JOIN LATERAL (SELECT x.* FROM public.orders x
+                          WHERE x.program_id = p_program_id AND x.order_id = d.order_id
+                            FOR UPDATE) o ON true;
     SELECT array_agg(s.slot::integer ORDER BY u.i) INTO e_order
       FROM unnest(p_order_id, p_kind) WITH ORDINALITY AS u (order_id, kind, i)
       LEFT JOIN unnest(o_id) WITH ORDINALITY AS s (order_id, slot)
